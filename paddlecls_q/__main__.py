@@ -1,0 +1,3 @@
+from paddlecls_q.cli import main
+
+main()

@@ -1,0 +1,52 @@
+"""The typer app every command module registers on, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from typing import Any, Callable
+
+import typer
+from rich.console import Console
+
+from paddlecls_q.errors import PaddleClsQError
+
+app = typer.Typer(
+    name="paddlecls-q",
+    help="Quantize PaddleClas classifiers to INT8, deploy them on Paddle Inference, ONNX Runtime, "
+    "OpenVINO or TensorRT, and measure what INT8 bought.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+JSON_SCHEMA_VERSION = 1
+
+
+def command(name: str | None = None, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a CLI command whose domain errors print one red line and exit with the error's code."""
+
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **inner: Any) -> Any:
+            try:
+                return function(*args, **inner)
+            except PaddleClsQError as error:
+                err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+                raise typer.Exit(error.exit_code) from None
+            except KeyboardInterrupt:
+                err_console.print("[bold red]interrupted[/]")
+                raise typer.Exit(130) from None
+
+        return app.command(name, **kwargs)(wrapper)
+
+    return decorate
+
+
+def print_json(kind: str, payload: dict[str, Any]) -> None:
+    """Machine output: one JSON document with a stable, versioned envelope."""
+    document = {"schema": f"paddlecls-q/{kind}", "version": JSON_SCHEMA_VERSION, **payload}
+    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")

@@ -1,0 +1,37 @@
+"""Typed domain errors; the CLI turns each into one red line and its exit code."""
+
+
+class PaddleClsQError(Exception):
+    """Base of every error a user can cause; `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class ConfigError(PaddleClsQError):
+    """A config file, YAML key or option value is wrong."""
+
+    exit_code = 2
+
+
+class ModelFormatError(PaddleClsQError):
+    """A model folder is missing, incomplete or not a loadable Paddle inference model."""
+
+    exit_code = 2
+
+
+class InputError(PaddleClsQError):
+    """An image or data file can't be used."""
+
+    exit_code = 2
+
+
+class BackendUnavailableError(PaddleClsQError):
+    """The engine behind a backend is not installed or has no device to run on."""
+
+    exit_code = 2
+
+
+class AccuracyBudgetError(PaddleClsQError):
+    """INT8 top-1 dropped by more than the configured budget."""
+
+    exit_code = 3
