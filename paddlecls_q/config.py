@@ -218,6 +218,14 @@ class RuntimeOptions(StrictModel):
     pinned_memory: bool = False
     cache_dir: Path | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_device(cls, data: Any) -> Any:
+        """GPU-only backends default to the GPU, the others to the CPU."""
+        if isinstance(data, dict) and data.get("device") is None:
+            data = {**data, "device": "gpu" if data.get("backend") in GPU_BACKENDS else "cpu"}
+        return data
+
     @model_validator(mode="after")
     def _device_fits_backend(self) -> RuntimeOptions:
         if self.backend in GPU_BACKENDS and self.device != "gpu":

@@ -35,3 +35,9 @@ class AccuracyBudgetError(PaddleClsQError):
     """INT8 top-1 dropped by more than the configured budget."""
 
     exit_code = 3
+
+
+class DownloadError(PaddleClsQError):
+    """A model could not be fetched, verified or unpacked; the message names the URL or file."""
+
+    exit_code = 4

@@ -69,7 +69,9 @@ def _read_legacy_program(program: Path, params: Path) -> bool:
     for var in block.vars:
         if not var.persistable or var.type.type != 7 or var.name in ("feed", "fetch"):  # 7: LOD_TENSOR
             continue
-        tensor = var.type.lod_tensor.tensor
+        # Paddle 3.x renamed the proto field `lod_tensor` to `dense_tensor`.
+        holder = var.type.dense_tensor if hasattr(var.type, "dense_tensor") else var.type.lod_tensor
+        tensor = holder.tensor
         numel = 1
         for dim in tensor.dims:
             numel *= max(dim, 0)

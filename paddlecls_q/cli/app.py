@@ -10,6 +10,7 @@ from typing import Any, Callable
 import typer
 from rich.console import Console
 
+from paddlecls_q.config import BACKENDS, RuntimeOptions, choice, validate
 from paddlecls_q.errors import PaddleClsQError
 
 app = typer.Typer(
@@ -50,3 +51,17 @@ def print_json(kind: str, payload: dict[str, Any]) -> None:
     """Machine output: one JSON document with a stable, versioned envelope."""
     document = {"schema": f"paddlecls-q/{kind}", "version": JSON_SCHEMA_VERSION, **payload}
     sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+
+
+def runtime_options(
+    backend: str, device: str | None, threads: int, fp16: bool = False, pinned_memory: bool = False
+) -> RuntimeOptions:
+    """Validated engine options from the CLI flags shared by infer, eval and bench."""
+    values = {
+        "backend": choice(backend, BACKENDS, "backend"),
+        "device": choice(device, ("cpu", "gpu"), "device") if device else None,
+        "threads": threads,
+        "fp16": fp16,
+        "pinned_memory": pinned_memory,
+    }
+    return validate(RuntimeOptions, values, "command line")

@@ -1,0 +1,34 @@
+# Two entry points for a newcomer: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_IMAGE := paddlecls_q/assets/images/fashion_mnist_test_0.png
+REFERENCE_MODELS := .cache/models
+
+.PHONY: demo test lint models clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	@for backend in paddle ort openvino; do \
+		$(BIN)/paddlecls-q infer --model demo --image $(DEMO_IMAGE) --backend $$backend --threads 1 || exit 1; \
+	done
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check paddlecls_q tests scripts
+
+# Full-size ResNet50_vd / MobileNetV1 architectures with seeded weights, for latency work.
+models: $(STAMP)
+	$(BIN)/python -m paddlecls_q.models.export ResNet50_vd $(REFERENCE_MODELS)/ResNet50_vd
+	$(BIN)/python -m paddlecls_q.models.export MobileNetV1 $(REFERENCE_MODELS)/MobileNetV1
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache

@@ -1,0 +1,55 @@
+"""`paddlecls-q infer`: top-k classes of images on one engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from paddlecls_q.cli.app import command, console, print_json, runtime_options
+from paddlecls_q.config import BACKENDS
+from paddlecls_q.infer import Classifier, list_images, resolve_model_dir
+
+
+@command("infer")
+def infer_command(
+    image: Annotated[Path, typer.Option("--image", help="Image file, or a folder of images.")],
+    model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Paddle inference model folder.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Registry model name (see `models`).")] = None,
+    quantized: Annotated[bool, typer.Option("--quantized", help="With --model: the downloaded INT8 model.")] = False,
+    backend: Annotated[str, typer.Option("--backend", help=f"Engine: {', '.join(BACKENDS)}.")] = "ort",
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu or gpu [default: gpu for trt/paddle-trt].")] = None,
+    threads: Annotated[int, typer.Option("--threads", help="CPU threads for the engine.")] = 1,
+    topk: Annotated[Optional[int], typer.Option("--topk", help="Classes per image [default: the yaml's topk].")] = None,
+    fp16: Annotated[bool, typer.Option("--fp16", help="GPU: let the engine run FP16 kernels.")] = False,
+    pinned_memory: Annotated[bool, typer.Option("--pinned-memory", help="GPU: pinned host buffers.")] = False,
+    label_file: Annotated[Optional[Path], typer.Option("--label-file", help="`<id> <name>` per line.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Classify images with a Paddle inference model on the chosen engine."""
+    options = runtime_options(backend, device, threads, fp16, pinned_memory)
+    if topk is not None and topk < 1:
+        raise typer.BadParameter("must be at least 1", param_hint="--topk")
+    folder = resolve_model_dir(model_dir, model, quantized)
+    paths = list_images(image)
+    classifier = Classifier(folder, options, label_file)
+    predictions = classifier.classify(paths, topk or classifier.config.topk)
+    if as_json:
+        print_json(
+            "infer",
+            {
+                "model_dir": str(folder),
+                "engine": classifier.runtime.engine_info(),
+                "predictions": [prediction.__dict__ for prediction in predictions],
+            },
+        )
+        return
+    table = Table(title=f"{folder} on {classifier.runtime.engine_info().get('engine', options.backend)}")
+    for column in ("image", "rank", "class id", "score", "label"):
+        table.add_column(column, justify="right" if column in ("rank", "class id", "score") else "left")
+    for prediction in predictions:
+        for rank, (class_id, score, label) in enumerate(zip(prediction.class_ids, prediction.scores, prediction.labels), 1):
+            table.add_row(Path(prediction.image).name if rank == 1 else "", str(rank), str(class_id), f"{score:.5f}", label)
+    console.print(table)

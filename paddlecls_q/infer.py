@@ -1,0 +1,128 @@
+"""Classify images with a PaddleClas inference model on the engine the user picked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from paddlecls_q import registry
+from paddlecls_q.config import InferenceClsConfig, RuntimeOptions, load_inference_cls_yaml
+from paddlecls_q.errors import ConfigError, InputError
+from paddlecls_q.model_files import ModelFiles, find_model_files, require_inference_cls_yaml
+from paddlecls_q.preprocess import build_preprocessor, read_image
+from paddlecls_q.runtime import Runtime, create_runtime
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Top-k classes of one image."""
+
+    image: str
+    class_ids: list[int]
+    scores: list[float]
+    labels: list[str]
+
+
+def resolve_model_dir(model_dir: Path | None, model: str | None, quantized: bool = False) -> Path:
+    """The model folder from `--model-dir`, or from `--model NAME` via the registry cache."""
+    if (model_dir is None) == (model is None):
+        raise ConfigError("give exactly one of --model-dir DIR or --model NAME")
+    if model_dir is not None:
+        return model_dir
+    folder = registry.model_dir(model, quantized)
+    if not folder.is_dir():
+        flag = " --quantized" if quantized else ""
+        raise ConfigError(f"model {model!r} is not downloaded yet ({folder}); run `paddlecls-q download {model}{flag}`")
+    return folder
+
+
+def list_images(path: Path) -> list[Path]:
+    """One image file, or the images of a folder (sorted, not recursive)."""
+    if not path.exists():
+        raise InputError(f"{path}: image path not found")
+    if path.is_file():
+        return [path]
+    images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise InputError(f"{path}: no images in folder (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return images
+
+
+def read_label_file(path: Path) -> dict[int, str]:
+    """PaddleClas label list: `<class id> <name>` per line."""
+    labels: dict[int, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        class_id, _, name = line.strip().partition(" ")
+        if not class_id.isdigit():
+            raise ConfigError(f"{path}: line {number}: expected '<class id> <name>', got {line.strip()!r}")
+        labels[int(class_id)] = name.strip()
+    return labels
+
+
+def find_label_file(config: InferenceClsConfig, folder: Path, label_file: Path | None, num_classes: int) -> Path | None:
+    """`--label-file`, else the yaml's class_id_map_file (beside the model), else ImageNet's for 1000 classes."""
+    if label_file is not None:
+        if not label_file.is_file():
+            raise InputError(f"{label_file}: label file not found")
+        return label_file
+    if config.class_id_map_file:
+        named = Path(config.class_id_map_file)
+        for candidate in (folder / named, folder / named.name):
+            if candidate.is_file():
+                return candidate
+    if num_classes == 1000:
+        return registry.IMAGENET_LABEL_FILE
+    return None
+
+
+def to_probabilities(outputs: np.ndarray) -> np.ndarray:
+    """Models exported by PaddleClas end in softmax; apply it only to models that output logits."""
+    outputs = outputs.reshape(outputs.shape[0], -1).astype(np.float32)
+    if outputs.min() >= 0 and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3):
+        return outputs
+    shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+class Classifier:
+    """A model folder loaded with its preprocessing, engine and labels."""
+
+    def __init__(self, model_dir: Path, options: RuntimeOptions, label_file: Path | None = None) -> None:
+        self.files: ModelFiles = find_model_files(model_dir)
+        self.config = load_inference_cls_yaml(require_inference_cls_yaml(self.files))
+        self.preprocess = build_preprocessor(self.config)
+        self.runtime: Runtime = create_runtime(self.files, options)
+        self._label_file_option = label_file
+        self._labels: dict[int, str] | None = None
+
+    def labels_for(self, num_classes: int) -> dict[int, str]:
+        if self._labels is None:
+            path = find_label_file(self.config, self.files.folder, self._label_file_option, num_classes)
+            self._labels = read_label_file(path) if path else {}
+        return self._labels
+
+    def predict(self, images: list[np.ndarray]) -> np.ndarray:
+        """Class probabilities (N, classes) for decoded RGB images."""
+        return to_probabilities(self.runtime.infer(self.preprocess.batch(images)))
+
+    def classify(self, paths: list[Path], topk: int) -> list[Prediction]:
+        predictions = []
+        for path in paths:
+            probabilities = self.predict([read_image(path)])[0]
+            labels = self.labels_for(probabilities.shape[0])
+            top = np.argsort(-probabilities, kind="stable")[:topk]
+            predictions.append(
+                Prediction(
+                    image=str(path),
+                    class_ids=[int(i) for i in top],
+                    scores=[float(probabilities[i]) for i in top],
+                    labels=[labels.get(int(i), "") for i in top],
+                )
+            )
+        return predictions

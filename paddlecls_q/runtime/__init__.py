@@ -1,0 +1,29 @@
+"""Backends behind one interface; each engine is imported only when its backend is asked for."""
+
+from __future__ import annotations
+
+import importlib
+
+from paddlecls_q.config import BACKENDS, RuntimeOptions, choice
+from paddlecls_q.model_files import ModelFiles
+from paddlecls_q.runtime.base import Runtime
+
+_BACKEND_CLASSES = {
+    "paddle": ("paddlecls_q.runtime.paddle_backend", "PaddleRuntime"),
+    "ort": ("paddlecls_q.runtime.ort_backend", "OrtRuntime"),
+    "openvino": ("paddlecls_q.runtime.openvino_backend", "OpenVinoRuntime"),
+    "trt": ("paddlecls_q.runtime.trt_backend", "TensorRtRuntime"),
+    "paddle-trt": ("paddlecls_q.runtime.paddle_trt_backend", "PaddleTrtRuntime"),
+}
+assert tuple(_BACKEND_CLASSES) == BACKENDS
+
+
+def create_runtime(files: ModelFiles, options: RuntimeOptions) -> Runtime:
+    """Load `files` on the engine named by `options.backend`."""
+    backend = choice(options.backend, BACKENDS, "backend")
+    module_name, class_name = _BACKEND_CLASSES[backend]
+    runtime_class = getattr(importlib.import_module(module_name), class_name)
+    return runtime_class(files, options)
+
+
+__all__ = ["Runtime", "create_runtime"]

@@ -1,0 +1,60 @@
+"""OpenVINO on the CPU, fed ONNX (its Paddle reader fails on INT8 programs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from paddlecls_q.config import RuntimeOptions
+from paddlecls_q.errors import BackendUnavailableError, ModelFormatError
+from paddlecls_q.model_files import ModelFiles
+from paddlecls_q.runtime.base import Runtime
+from paddlecls_q.runtime.convert import onnx_model_for
+
+
+class OpenVinoRuntime(Runtime):
+    backend = "openvino"
+
+    def __init__(self, files: ModelFiles, options: RuntimeOptions) -> None:
+        super().__init__(files, options)
+        if options.device != "cpu":
+            raise BackendUnavailableError("backend 'openvino' runs on --device cpu only in paddlecls-q")
+        try:
+            import openvino
+        except ImportError:
+            raise BackendUnavailableError("backend 'openvino' needs openvino: pip install openvino") from None
+        self.onnx_path = onnx_model_for(files, self.backend, options.cache_dir)
+        self.core = openvino.Core()
+        try:
+            self.model = self.core.read_model(str(self.onnx_path))
+        except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
+            raise ModelFormatError(f"{self.onnx_path}: OpenVINO could not read it: {error}") from None
+        self.version = openvino.get_version()
+        partial = self.model.input(0).get_partial_shape()
+        self._input_shape = tuple(d.get_length() if d.is_static else -1 for d in partial)
+        self._requests: dict[tuple[int, ...], Any] = {}
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self._input_shape
+
+    def _request_for(self, shape: tuple[int, ...]) -> Any:
+        """A compiled model per input shape: static shapes give OpenVINO's fastest kernels."""
+        if shape not in self._requests:
+            self.model.reshape({self.model.input(0): list(shape)})
+            compiled = self.core.compile_model(
+                self.model,
+                "CPU",
+                {"INFERENCE_NUM_THREADS": self.options.threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1},
+            )
+            self._requests[shape] = compiled.create_infer_request()
+        return self._requests[shape]
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        request = self._request_for(tuple(batch.shape))
+        request.infer({0: batch})
+        return request.get_output_tensor(0).data.copy()
+
+    def engine_info(self) -> dict[str, Any]:
+        return {**super().engine_info(), "engine": f"openvino {self.version}", "model": str(self.onnx_path)}

@@ -1,0 +1,66 @@
+"""Paddle Inference on the CPU, with oneDNN (4-5x faster here) and oneDNN INT8 for quantized models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from paddlecls_q.config import RuntimeOptions
+from paddlecls_q.errors import BackendUnavailableError, ModelFormatError
+from paddlecls_q.model_files import ModelFiles
+from paddlecls_q.runtime.base import Runtime
+
+
+def import_paddle_inference() -> Any:
+    try:
+        from paddle import inference
+    except ImportError:
+        raise BackendUnavailableError("backend 'paddle' needs paddlepaddle: pip install paddlepaddle") from None
+    return inference
+
+
+class PaddleRuntime(Runtime):
+    backend = "paddle"
+
+    def __init__(self, files: ModelFiles, options: RuntimeOptions) -> None:
+        super().__init__(files, options)
+        inference = import_paddle_inference()
+        self.version = inference.get_version().splitlines()[0] if inference.get_version() else ""
+        config = inference.Config(str(files.program), str(files.params))
+        # oneDNN INT8 needs the old IR; PIR `.json` programs need the new one.
+        config.enable_new_ir(not files.legacy_format)
+        config.switch_ir_optim(True)
+        config.enable_memory_optim()
+        config.disable_glog_info()
+        self.configure(config, inference)
+        try:
+            self.predictor = inference.create_predictor(config)
+        except Exception as error:  # Paddle raises its own C++-mapped exception types
+            message = str(error).strip().splitlines()
+            raise ModelFormatError(f"{files.folder}: Paddle Inference could not load the model: {message[-1] if message else error}") from None
+        self.input_name = self.predictor.get_input_names()[0]
+        self.output_name = self.predictor.get_output_names()[0]
+        self._input = self.predictor.get_input_handle(self.input_name)
+        self._output = self.predictor.get_output_handle(self.output_name)
+
+    def configure(self, config: Any, inference: Any) -> None:
+        """Engine options for the CPU; the Paddle-TensorRT backend overrides this."""
+        config.disable_gpu()
+        config.enable_mkldnn()
+        config.set_cpu_math_library_num_threads(self.options.threads)
+        if self.files.is_quantized:
+            config.enable_mkldnn_int8()
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self._input.shape())
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        self._input.reshape(batch.shape)
+        self._input.copy_from_cpu(batch)
+        self.predictor.run()
+        return self._output.copy_to_cpu()
+
+    def engine_info(self) -> dict[str, Any]:
+        return {**super().engine_info(), "engine": f"paddle inference {self.version}".strip()}
