@@ -38,7 +38,11 @@ MIRROR_ENV = "PADDLECLS_Q_MIRROR"
 MANIFEST_NAME = "manifest.json"
 CHUNK_BYTES = 1 << 16
 VARIANTS = ("fp32", "quantized")
-_HASH_ORIGIN = {"pinned": "pinned (--sha256)", "registry": "published", "tofu-verified": "recorded (trust on first use)"}
+_HASH_ORIGIN = {
+    "pinned": "pinned (--sha256)",
+    "registry": "published",
+    "tofu-verified": "recorded (trust on first use)",
+}
 
 # Called as progress(file name, bytes so far, total bytes or None when the server does not say).
 ProgressCallback = Callable[[str, int, int | None], None]
@@ -85,7 +89,7 @@ def resolve_url(url: str, mirror: str | None = None) -> str:
         return url
     if "://" not in mirror:
         mirror = Path(mirror).expanduser().resolve().as_uri()
-    return mirror.rstrip("/") + url[len(DEFAULT_HOST):]
+    return mirror.rstrip("/") + url[len(DEFAULT_HOST) :]
 
 
 def sha256_file(path: Path) -> str:
@@ -158,9 +162,7 @@ def _content_range_start(response: httpx.Response) -> int:
     return int(match.group(1)) if match else -1
 
 
-def _fetch_once(
-    client: httpx.Client, url: str, partial: Path, label: str, progress: ProgressCallback | None
-) -> None:
+def _fetch_once(client: httpx.Client, url: str, partial: Path, label: str, progress: ProgressCallback | None) -> None:
     """One GET, appending to `partial` from where it stops; raises _Retryable if the body came up short."""
     offset = partial.stat().st_size if partial.exists() else 0
     headers = {"Range": f"bytes={offset}-"} if offset else {}
@@ -182,7 +184,7 @@ def _fetch_once(
         total = offset + int(length) if length and length.isdigit() else None
         done = offset
         with partial.open("ab" if offset else "wb") as handle:
-            for chunk in response.iter_raw(CHUNK_BYTES):
+            for chunk in response.iter_raw():  # unbuffered: bytes before a dropped connection are kept
                 handle.write(chunk)
                 done += len(chunk)
                 if progress:
@@ -210,7 +212,7 @@ def _fetch_http(url: str, partial: Path, label: str, settings: HttpSettings, pro
             except (httpx.UnsupportedProtocol, httpx.InvalidURL) as error:
                 raise DownloadError(f"{url}: {error}") from None
             except httpx.TransportError as error:
-                problem = f"network error: {error or type(error).__name__}"
+                problem = f"network error: {str(error) or type(error).__name__}"
     resume = f"; run again to resume from {partial}" if partial.exists() and partial.stat().st_size else ""
     raise DownloadError(f"{url}: {problem} (gave up after {attempts} attempts){resume}")
 
@@ -250,7 +252,9 @@ def fetch(
         digest = sha256_file(partial)
         if expected_sha256 and digest != expected_sha256.lower():
             partial.unlink()
-            raise DownloadError(f"{url}: sha256 mismatch (expected {expected_sha256}, got {digest}); deleted the download")
+            raise DownloadError(
+                f"{url}: sha256 mismatch (expected {expected_sha256}, got {digest}); deleted the download"
+            )
         os.replace(partial, target)
     except OSError as error:  # the local disk: full, read-only, ...
         with contextlib.suppress(OSError):

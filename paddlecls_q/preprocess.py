@@ -17,6 +17,7 @@ config is refused up front with a ConfigError instead:
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,6 +38,9 @@ from paddlecls_q.errors import ConfigError, InputError
 
 # Pillow's own bomb check only warns below 2 × 89.5 M pixels; 64 M pixels is already ~200 MB as BGR.
 MAX_IMAGE_PIXELS = 64_000_000
+
+# warnings.catch_warnings swaps process-wide filters; concurrent readers (evaluate's thread pool) must take turns.
+_PILLOW_WARNINGS_LOCK = threading.Lock()
 
 # PaddleClas's UnifiedResize tables ('random' is refused, see the module docstring).
 CV2_INTERPOLATIONS = {
@@ -87,8 +91,8 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
 def _check_pixel_count(path: Path) -> None:
     """Refuse images over MAX_IMAGE_PIXELS from their header alone (Pillow opens lazily)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _PILLOW_WARNINGS_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, with our own message
             with Image.open(path) as image:
                 width, height = image.size
     except Image.DecompressionBombError as error:
@@ -122,13 +126,20 @@ class Preprocessor:
         """Images → an (N, C, H, W) array; every image must come out the same size."""
         if len(images) == 0:
             raise InputError("no images to preprocess")
-        outputs = [self._run(image) for image in images]
-        shapes = sorted({output.shape for output in outputs})
-        if len(shapes) > 1:
-            raise InputError(
-                f"images preprocess to different shapes {shapes}; batching needs CropImage or a fixed ResizeImage size"
-            )
-        return np.stack(outputs)
+        first = self._run(images[0])
+        if len(images) == 1:
+            return np.ascontiguousarray(first)[np.newaxis]
+        batch = np.empty((len(images), *first.shape), first.dtype)
+        batch[0] = first
+        for index, image in enumerate(images[1:], start=1):
+            output = self._run(image)
+            if output.shape != first.shape:
+                raise InputError(
+                    f"images preprocess to different shapes, {first.shape} (image 0) and {output.shape}"
+                    f" (image {index}); batching needs CropImage or a fixed ResizeImage size"
+                )
+            batch[index] = output
+        return batch
 
     def _run(self, image: np.ndarray) -> np.ndarray:
         if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
@@ -233,7 +244,7 @@ class _Resize:
         if self.resize_short is not None:
             # Same float expression and round-half-to-even as PaddleClas, so sizes match to the pixel.
             percent = float(self.resize_short) / min(image_width, image_height)
-            width, height = int(round(image_width * percent)), int(round(image_height * percent))
+            width, height = round(image_width * percent), round(image_height * percent)
         else:
             width, height = self.size
         if self.backend == "pil":

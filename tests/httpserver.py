@@ -128,7 +128,7 @@ def tar_with(archive: Path, *members: tuple[tarfile.TarInfo, bytes | None]) -> P
 
 @dataclass
 class Server:
-    """A running server: `url`, the `requests` it saw (path, headers) and per-file `faults` to inject.
+    """A running server: `url`, the `requests` it saw (path, lower-cased headers) and per-file `faults`.
 
     faults[file name] is a list consumed one per request: "drop" (half the body, then close),
     "truncate" (all but the last 1000 bytes, then close), "empty" (headers only, then close),
@@ -156,7 +156,7 @@ def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             filename = self.path.split("?")[0].rsplit("/", 1)[-1]
-            server.requests.append((self.path, dict(self.headers.items())))
+            server.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
             queue = server.faults.get(filename)
             fault = queue.popleft() if queue else None
             path = server.root / filename
@@ -188,10 +188,10 @@ def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
                 server.stop.wait(30)
                 return
             if fault == "slow":
-                for offset in range(0, len(body), 1024):
-                    self.wfile.write(body[offset : offset + 1024])
+                for offset in range(0, len(body), 256):
+                    self.wfile.write(body[offset : offset + 256])
                     self.wfile.flush()
-                    time.sleep(0.005)
+                    time.sleep(0.01)
             else:
                 self.wfile.write(body)
             if fault in ("drop", "truncate", "empty"):

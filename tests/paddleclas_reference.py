@@ -6,6 +6,9 @@ tests compare paddlecls_q.preprocess with what PaddleClas computes; only the pad
 and the undefined `logger` of the unknown-backend branch is replaced by an exception.
 """
 
+# The original's idioms are kept on purpose, so that the port reads line by line against it.
+# ruff: noqa: UP004, RUF015, RUF046, TRY002
+
 import random
 from functools import partial
 

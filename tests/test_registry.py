@@ -40,9 +40,10 @@ def test_cache_home_follows_the_environment(monkeypatch, tmp_path):
 
 
 def test_models_command_table_and_json():
-    table = runner.invoke(app, ["models"])
+    table = runner.invoke(app, ["models"], env={"COLUMNS": "200"})
     assert table.exit_code == 0, table.output
-    assert "ResNet50_vd" in table.output and "mobilenetv1_ssld_ptq.tar" in table.output
+    assert "ResNet50_vd" in table.output and "resnet50_vd_ptq.tar" in table.output
+    assert "35.43" in table.output and "Seed's figures" in table.output
     result = runner.invoke(app, ["models", "--json"])
     document = json.loads(result.stdout)
     assert document["schema"] == "paddlecls-q/models" and document["version"] == 1

@@ -27,8 +27,10 @@ err_console = Console(stderr=True)
 JSON_SCHEMA_VERSION = 1
 
 
-def command(name: str | None = None, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a CLI command whose domain errors print one red line and exit with the error's code."""
+def command(
+    name: str | None = None, *, group: typer.Typer | None = None, **kwargs: Any
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a CLI command (on `group`, a sub-app, if given) whose domain errors print one red line and exit."""
 
     def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(function)
@@ -42,7 +44,7 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[Callable[..., A
                 err_console.print("[bold red]interrupted[/]")
                 raise typer.Exit(130) from None
 
-        return app.command(name, **kwargs)(wrapper)
+        return (group or app).command(name, **kwargs)(wrapper)
 
     return decorate
 

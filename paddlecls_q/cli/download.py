@@ -24,18 +24,19 @@ _HASH_NOTES = {
 
 
 def _summary(results: list[DownloadResult]) -> None:
-    table = Table("model", "variant", "status", "folder", "size")
+    table = Table("model", "variant", "status", "size")
+    table.add_column("folder", overflow="fold")
     for result in results:
-        table.add_row(
-            result.model, result.variant, result.action, str(result.folder), f"{result.size_bytes / 1e6:.1f} MB"
-        )
+        size = f"{result.size_bytes / 1e6:.1f} MB"
+        table.add_row(result.model, result.variant, result.action, size, str(result.folder))
     console.print(table)
     for result in results:
         note = _HASH_NOTES[result.sha256_source].format(manifest=manifest_path())
         style = "yellow" if result.sha256_source == "tofu-recorded" else "green"
-        console.print(f"{result.archive.name}: sha256 {result.sha256}: [{style}]{note}[/]", highlight=False)
+        console.print(f"{result.archive.name} sha256 {result.sha256}", highlight=False)
+        console.print(f"  [{style}]{note}[/]", highlight=False)
         if result.copied_from_fp32:
-            console.print(f"{result.folder.name}: copied {', '.join(result.copied_from_fp32)} from the FP32 model")
+            console.print(f"  copied {', '.join(result.copied_from_fp32)} from the FP32 model", highlight=False)
 
 
 @command("download")

@@ -40,28 +40,34 @@ def models_command(
         print_json("models", {"cache": str(registry.cache_home()), "models": models})
         return
     table = Table(title="Models")
-    for column in ("name", "description", "input", "classes", "FP32 top-1", "FP32 tarball", "INT8 tarball", "local"):
-        table.add_column(column)
+    table.add_column("name", no_wrap=True)
+    for column in ("input", "classes", "FP32 top-1", "tarballs", "local"):
+        table.add_column(column, overflow="fold")
     for entry in entries:
+        tarballs = [a.url.rsplit("/", 1)[-1] for a in (entry.fp32, entry.quantized) if a] or ["bundled"]
         table.add_row(
             entry.name,
-            entry.description,
             "x".join(map(str, entry.input_shape)),
             str(entry.num_classes),
             f"{entry.fp32_top1:.2f}" if entry.fp32_top1 else "",
-            entry.fp32.url if entry.fp32 else "bundled",
-            entry.quantized.url if entry.quantized else "",
+            "\n".join(tarballs),
             local(entry.name, False) or "not downloaded",
         )
     console.print(table)
-    reference = Table(title="Seed's published figures (FastDeploy; Xeon Gold 6271C 1 thread, Tesla T4 TensorRT 8.4)")
-    for column in ("model", "backend", "device", "kind", *registry.PRECISION_MODES, "max speedup", "INT8 top-1"):
+    reference = Table(title="Seed's figures: FastDeploy, Xeon 6271C 1 thread / Tesla T4 TensorRT 8.4")
+    reference.add_column("model", no_wrap=True)
+    reference.add_column("engine", no_wrap=True)
+    for column in ("runtime ms FP32 / INT8 / +FP16 / +PM", "max x", "end-to-end ms", "max x", "INT8 top-1"):
         reference.add_column(column)
     for entry in entries:
         for row in entry.reference:
-            for kind, latencies in (("runtime ms", row.runtime_ms), ("end-to-end ms", row.end_to_end_ms)):
-                reference.add_row(
-                    entry.name, row.backend, row.device, kind, *map(_ms, latencies),
-                    f"{row.max_speedup(latencies):.2f}", f"{row.int8_top1:.2f}",
-                )
+            reference.add_row(
+                entry.name,
+                f"{row.backend} {row.device}",
+                " / ".join(map(_ms, row.runtime_ms)),
+                f"{row.max_speedup(row.runtime_ms):.2f}",
+                " / ".join(map(_ms, row.end_to_end_ms)),
+                f"{row.max_speedup(row.end_to_end_ms):.2f}",
+                f"{row.int8_top1:.2f}",
+            )
     console.print(reference)

@@ -1,0 +1,127 @@
+"""`paddlecls-q eval`: top-1 / top-k of a model (and of its INT8 twin) on a labelled data set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from paddlecls_q.cli.app import command, console, err_console, print_json
+from paddlecls_q.config import BACKENDS, RuntimeOptions, choice, validate
+from paddlecls_q.infer import resolve_model_dir
+
+CHANGED_ROWS_SHOWN = 20
+
+
+@command("eval")
+def eval_command(
+    data: Annotated[Path, typer.Option("--data", help="Val list (`path label` lines) or a folder of class sub-folders.")],
+    model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Paddle inference model folder.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Registry model name (see `models`).")] = None,
+    compare_dir: Annotated[
+        Optional[Path], typer.Option("--compare", help="A second model folder (the INT8 one) to compare against.")
+    ] = None,
+    backend: Annotated[str, typer.Option("--backend", help=f"Engine: {', '.join(BACKENDS)}.")] = "ort",
+    device: Annotated[str, typer.Option("--device", help="cpu or gpu.")] = "cpu",
+    threads: Annotated[int, typer.Option("--threads", help="CPU threads for the engine.")] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per engine call (if the model allows).")] = 32,
+    topk: Annotated[int, typer.Option("--topk", help="k of the top-k accuracy.")] = 5,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Evaluate only N images.")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="An unreadable image is an error.")] = False,
+    workers: Annotated[
+        Optional[int], typer.Option("--workers", help="Decoding threads [default: what fits beside --threads].")
+    ] = None,
+    fp16: Annotated[bool, typer.Option("--fp16", help="GPU: let the engine run FP16 kernels.")] = False,
+    pinned_memory: Annotated[bool, typer.Option("--pinned-memory", help="GPU: pinned host buffers.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Measure top-1 / top-k accuracy and images/s on a labelled data set; with --compare, the INT8 drop."""
+    from paddlecls_q.datasets import load_dataset
+    from paddlecls_q.evaluate import compare, evaluate_model
+
+    options = validate(
+        RuntimeOptions,
+        {
+            "backend": choice(backend, BACKENDS, "backend"),
+            "device": choice(device, ("cpu", "gpu"), "device"),
+            "threads": threads,
+            "fp16": fp16,
+            "pinned_memory": pinned_memory,
+        },
+        "options",
+    )
+    for name, value in (("--batch-size", batch_size), ("--topk", topk), ("--limit", limit), ("--workers", workers)):
+        if value is not None and value < 1:
+            raise typer.BadParameter("must be at least 1", param_hint=name)
+    folder = resolve_model_dir(model_dir, model)
+    dataset = load_dataset(data, limit)
+    progress = not as_json and err_console.is_terminal
+    results = [evaluate_model(folder, dataset, options, batch_size, topk, strict, progress, workers)]
+    if compare_dir is not None:
+        results.append(evaluate_model(compare_dir, dataset, options, batch_size, topk, strict, progress, workers))
+    comparison = compare(results[0], results[1], dataset) if len(results) == 2 else None
+    if as_json:
+        print_json(
+            "eval",
+            {
+                "data": {
+                    "path": str(data),
+                    "layout": dataset.layout,
+                    "images": len(dataset),
+                    "num_classes": dataset.num_classes,
+                },
+                "model": results[0].to_dict(),
+                "compare": results[1].to_dict() if len(results) == 2 else None,
+                "comparison": comparison.to_dict() if comparison else None,
+            },
+        )
+        return
+    k = results[0].topk
+    table = Table(title=f"{data} ({len(dataset)} images, {dataset.layout})")
+    for column in ("model", "engine", "images", "top-1 %", f"top-{k} %", "images/s", "unreadable"):
+        table.add_column(column, justify="left" if column in ("model", "engine") else "right")
+    for result in results:
+        table.add_row(
+            result.model_dir,
+            f"{result.engine.get('engine', result.engine.get('backend'))} (batch {result.engine['batch_size']})",
+            str(result.count),
+            f"{result.top1:.2f}",
+            f"{result.top5:.2f}",
+            f"{result.images_per_s:,.0f}",
+            str(len(result.unreadable)),
+        )
+    console.print(table)
+    for result in results:
+        for message in result.unreadable[:10]:
+            console.print(f"[yellow]unreadable:[/] {message}", highlight=False)
+        if len(result.unreadable) > 10:
+            console.print(f"[yellow]... and {len(result.unreadable) - 10} more unreadable images (see --json)[/]")
+    if comparison is None:
+        return
+    console.print(
+        f"top-1 drop: [bold]{comparison.top1_drop:+.2f}[/] points, top-{k} drop: {comparison.top5_drop:+.2f} points; "
+        f"top-1 changed on {len(comparison.changed)} images ({comparison.now_wrong} now wrong, "
+        f"{comparison.now_right} now right)",
+        highlight=False,
+    )
+    if comparison.changed:
+        names = dataset.class_names or []
+        changed = Table(title="Images whose top-1 changed")
+        for column in ("image", "label", "FP32 top-1", "INT8 top-1"):
+            changed.add_column(column)
+
+        def named(class_id: int) -> str:
+            return f"{class_id} {names[class_id]}" if class_id < len(names) else str(class_id)
+
+        for row in comparison.changed[:CHANGED_ROWS_SHOWN]:
+            changed.add_row(
+                str(Path(row.image).relative_to(dataset.root)) if Path(row.image).is_relative_to(dataset.root) else row.image,
+                named(row.label),
+                named(row.reference),
+                named(row.candidate),
+            )
+        console.print(changed)
+        if len(comparison.changed) > CHANGED_ROWS_SHOWN:
+            console.print(f"... and {len(comparison.changed) - CHANGED_ROWS_SHOWN} more (see --json)")

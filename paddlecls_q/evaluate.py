@@ -1,0 +1,321 @@
+"""Top-1 / top-k accuracy of a model on a labelled data set, on the engine that will serve it.
+
+Decoding and preprocessing run in a small thread pool (cv2 and numpy release the GIL) a few
+batches ahead of the engine, so that evaluation runs at nearly the engine's own speed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from paddlecls_q.config import RuntimeOptions
+from paddlecls_q.datasets import Dataset
+from paddlecls_q.errors import ConfigError, InputError
+from paddlecls_q.infer import Classifier
+from paddlecls_q.preprocess import read_image
+
+# paddle-trt's engine is built with max_batch_size=1; trt's optimization profile stops at 32.
+MAX_BATCH_OF_BACKEND = {"paddle-trt": 1, "trt": 32}
+PREFETCH_BATCHES_PER_WORKER = 2
+
+
+@dataclass
+class EvalResult:
+    """Accuracy and speed of one model on one data set.
+
+    `top5` is the top-k accuracy for k = `topk` (5 unless asked otherwise); both accuracies are
+    percentages of the `count` images that could be read. `predictions[i]` is the top-1 class of
+    data-set item i, or -1 where the image could not be read.
+    """
+
+    model_dir: str
+    top1: float
+    top5: float
+    count: int
+    unreadable: list[str]
+    predictions: list[int]
+    images_per_s: float
+    engine: dict[str, Any]
+    topk: int = 5
+    correct_top1: int = 0
+    correct_topk: int = 0
+    seconds: float = 0.0
+    model_classes: int = 0
+
+    def to_dict(self, with_predictions: bool = False) -> dict[str, Any]:
+        record = asdict(self)
+        if not with_predictions:
+            record.pop("predictions")
+        return record
+
+
+@dataclass(frozen=True)
+class ChangedImage:
+    """An image whose top-1 class differs between the two models."""
+
+    image: str
+    label: int
+    reference: int
+    candidate: int
+
+
+@dataclass
+class Comparison:
+    """What the candidate (INT8) model lost against the reference (FP32) one, in accuracy points."""
+
+    top1_drop: float
+    top5_drop: float
+    changed: list[ChangedImage] = field(default_factory=list)
+    now_wrong: int = 0
+    now_right: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "changed_count": len(self.changed)}
+
+
+def default_workers(threads: int, cores: int | None = None) -> int:
+    """Decoding threads that fit beside an engine using `threads` cores without oversubscribing them."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if threads >= cores - 1:
+        return 1
+    return max(1, cores - threads)
+
+
+def engine_batch_size(input_shape: tuple[int, ...], requested: int, backend: str) -> int:
+    """The requested batch where the model's batch dimension is free (-1), else the model's fixed batch."""
+    if requested < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {requested}")
+    declared = input_shape[0] if input_shape else -1
+    if declared is not None and declared > 0:
+        return int(declared)
+    return min(requested, MAX_BATCH_OF_BACKEND.get(backend, requested))
+
+
+@contextmanager
+def _single_threaded_opencv() -> Iterator[None]:
+    """One OpenCV thread per decoding worker: the cores belong to the engine and the workers."""
+    import cv2
+
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(previous)
+
+
+class _BatchLoader:
+    """Reads and preprocesses one batch of data-set items; runs in the worker threads."""
+
+    def __init__(self, classifier: Classifier, dataset: Dataset, batch_size: int, strict: bool) -> None:
+        self.preprocess = classifier.preprocess
+        self.items = dataset.items
+        self.batch_size = batch_size
+        self.strict = strict
+
+    def __call__(self, start: int) -> tuple[list[int], np.ndarray | None, list[tuple[int, str]]]:
+        indices: list[int] = []
+        tensors: list[np.ndarray] = []
+        failures: list[tuple[int, str]] = []
+        for index in range(start, min(start + self.batch_size, len(self.items))):
+            try:
+                tensors.append(self.preprocess(read_image(self.items[index][0])))
+            except InputError as error:
+                if self.strict:
+                    raise
+                failures.append((index, str(error)))
+                continue
+            indices.append(index)
+        if not tensors:
+            return indices, None, failures
+        # Pad the last batch to the full size: the engine keeps one input shape (OpenVINO compiles one per shape).
+        tensors.extend(tensors[-1:] * (self.batch_size - len(tensors)))
+        return indices, np.stack(tensors), failures
+
+
+def _first_readable_tensor(classifier: Classifier, dataset: Dataset, strict: bool) -> np.ndarray:
+    first_error = None
+    for image, _ in dataset.items:
+        try:
+            return classifier.preprocess(read_image(image))
+        except InputError as error:
+            if strict:
+                raise InputError(f"{error} (--strict)") from None
+            first_error = first_error or error
+    raise InputError(f"{dataset.source}: none of its {len(dataset)} images could be read (first: {first_error})")
+
+
+def _check_labels(dataset: Dataset, model_classes: int) -> None:
+    """Every label must be a class the model can predict."""
+    if dataset.layout == "tree" and (dataset.num_classes or 0) > model_classes:
+        raise InputError(
+            f"{dataset.source}: {dataset.num_classes} class sub-folders but the model has {model_classes} classes"
+        )
+    for index, (_, label) in enumerate(dataset.items):
+        if label >= model_classes:
+            raise InputError(
+                f"{dataset.origin(index)}: label {label} is out of range: the model has {model_classes} classes "
+                f"(0..{model_classes - 1})"
+            )
+
+
+def _progress_bar(total: int, description: str) -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Any) -> Any:
+            from rich.text import Text
+
+            return Text(f"{task.speed:,.0f} img/s" if task.speed else "", style="progress.data.speed")
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    return progress, progress.add_task(description, total=total)
+
+
+def evaluate_classifier(
+    classifier: Classifier,
+    dataset: Dataset,
+    batch_size: int = 1,
+    topk: int = 5,
+    strict: bool = False,
+    progress: bool = False,
+    workers: int | None = None,
+) -> EvalResult:
+    """`evaluate_model` on an already loaded Classifier (the benchmark script reuses one engine)."""
+    runtime = classifier.runtime
+    if len(dataset) == 0:
+        raise InputError(f"{dataset.source}: empty data set")
+    batch = engine_batch_size(runtime.input_shape, batch_size, runtime.options.backend)
+    workers = workers or default_workers(runtime.options.threads)
+    warm_up = _first_readable_tensor(classifier, dataset, strict)
+    outputs = runtime.infer(np.repeat(warm_up[None], batch, axis=0))
+    model_classes = int(outputs.reshape(batch, -1).shape[1])
+    _check_labels(dataset, model_classes)
+    k = min(topk, model_classes)
+    labels = np.array([label for _, label in dataset.items], dtype=np.int64)
+    predictions = np.full(len(dataset), -1, dtype=np.int64)
+    in_topk = np.zeros(len(dataset), dtype=bool)
+    unreadable: list[str] = []
+    load = _BatchLoader(classifier, dataset, batch, strict)
+    starts = iter(range(0, len(dataset), batch))
+    bar, task = _progress_bar(len(dataset), Path(classifier.files.folder).name) if progress else (None, None)
+    with _single_threaded_opencv(), ThreadPoolExecutor(workers, thread_name_prefix="eval-decode") as pool:
+        pending: deque[Future] = deque()
+        for start in starts:
+            pending.append(pool.submit(load, start))
+            if len(pending) >= PREFETCH_BATCHES_PER_WORKER * workers + 1:
+                break
+        began = time.perf_counter()
+        if bar is not None:
+            bar.start()
+        try:
+            while pending:
+                try:
+                    indices, tensor, failures = pending.popleft().result()
+                except InputError as error:
+                    raise InputError(f"{error} (--strict)") from None
+                next_start = next(starts, None)
+                if next_start is not None:
+                    pending.append(pool.submit(load, next_start))
+                unreadable.extend(message for _, message in failures)
+                if tensor is not None:
+                    scores = runtime.infer(tensor).reshape(batch, -1)[: len(indices)]
+                    top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < model_classes else None
+                    rows = np.asarray(indices)
+                    predictions[rows] = scores.argmax(axis=1)
+                    truth = labels[rows]
+                    in_topk[rows] = True if top is None else (top == truth[:, None]).any(axis=1)
+                if bar is not None:
+                    bar.advance(task, len(indices) + len(failures))
+            seconds = time.perf_counter() - began
+        finally:
+            for future in pending:
+                future.cancel()
+            if bar is not None:
+                bar.stop()
+    readable = predictions >= 0
+    count = int(readable.sum())
+    if count == 0:
+        raise InputError(f"{dataset.source}: none of its {len(dataset)} images could be read")
+    correct_top1 = int((predictions[readable] == labels[readable]).sum())
+    correct_topk = int(in_topk[readable].sum())
+    engine = {**runtime.engine_info(), "batch_size": batch, "decode_workers": workers}
+    return EvalResult(
+        model_dir=str(classifier.files.folder),
+        top1=100.0 * correct_top1 / count,
+        top5=100.0 * correct_topk / count,
+        count=count,
+        unreadable=unreadable,
+        predictions=[int(p) for p in predictions],
+        images_per_s=count / seconds if seconds > 0 else 0.0,
+        engine=engine,
+        topk=k,
+        correct_top1=correct_top1,
+        correct_topk=correct_topk,
+        seconds=seconds,
+        model_classes=model_classes,
+    )
+
+
+def evaluate_model(
+    model_dir: Path,
+    dataset: Dataset,
+    options: RuntimeOptions,
+    batch_size: int = 1,
+    topk: int = 5,
+    strict: bool = False,
+    progress: bool = False,
+    workers: int | None = None,
+) -> EvalResult:
+    """Top-1 and top-k accuracy (percent) and images/s of the model in `model_dir` on `dataset`.
+
+    Args:
+        batch_size: images per engine call where the model's batch dimension is free; a model
+            with a fixed batch (e.g. 1) gets its own.
+        strict: an unreadable image is an error instead of being counted and skipped.
+        progress: show a rich progress bar on stderr.
+        workers: decoding threads (default: what fits beside the engine's threads).
+    """
+    classifier = Classifier(Path(model_dir), options)
+    return evaluate_classifier(classifier, dataset, batch_size, topk, strict, progress, workers)
+
+
+def compare(reference: EvalResult, candidate: EvalResult, dataset: Dataset) -> Comparison:
+    """Accuracy drop (points) from `reference` (FP32) to `candidate` (INT8) and the images whose top-1 changed."""
+    if len(reference.predictions) != len(dataset) or len(candidate.predictions) != len(dataset):
+        raise ValueError("both results must come from evaluating the same data set")
+    changed: list[ChangedImage] = []
+    now_wrong = now_right = 0
+    for (image, label), before, after in zip(dataset.items, reference.predictions, candidate.predictions):
+        if before < 0 or after < 0 or before == after:
+            continue
+        changed.append(ChangedImage(image=str(image), label=label, reference=before, candidate=after))
+        now_wrong += before == label
+        now_right += after == label
+    return Comparison(
+        top1_drop=reference.top1 - candidate.top1,
+        top5_drop=reference.top5 - candidate.top5,
+        changed=changed,
+        now_wrong=now_wrong,
+        now_right=now_right,
+    )

@@ -1,0 +1,117 @@
+"""Is `eval` as fast as the engine? Engine-only images/s on pre-made tensors vs the full eval, in one run.
+
+    python scripts/eval_throughput.py                        # bundled demo model, Fashion-MNIST test set
+    python scripts/eval_throughput.py --backend openvino --batch-size 1
+    python scripts/eval_throughput.py --model-dir DIR --data val_list.txt --limit 500
+
+Both measurements use the same loaded engine and the same batch size; each is repeated and the best
+run is kept. The target is a ratio (eval / engine) of at least 0.9.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from paddlecls_q import registry  # noqa: E402
+from paddlecls_q.config import RuntimeOptions  # noqa: E402
+from paddlecls_q.datasets import load_dataset, write_fashion_mnist  # noqa: E402
+from paddlecls_q.evaluate import default_workers, engine_batch_size, evaluate_classifier  # noqa: E402
+from paddlecls_q.infer import Classifier  # noqa: E402
+from paddlecls_q.preprocess import read_image  # noqa: E402
+
+PREMADE_TENSOR_BYTES = 1 << 30  # engine-only loop cycles over at most this much pre-made input
+
+
+def premade_batches(classifier: Classifier, items: list, batch: int) -> list[np.ndarray]:
+    """Preprocessed batches of the first images (as many as fit in PREMADE_TENSOR_BYTES)."""
+    batches, current = [], []
+    for image, _ in items:
+        current.append(classifier.preprocess(read_image(image)))
+        if len(current) == batch:
+            batches.append(np.stack(current))
+            current = []
+            if sum(b.nbytes for b in batches) >= PREMADE_TENSOR_BYTES:
+                break
+    if current:
+        current.extend(current[-1:] * (batch - len(current)))
+        batches.append(np.stack(current))
+    return batches
+
+
+def engine_images_per_s(classifier: Classifier, batches: list[np.ndarray], images: int, batch: int) -> float:
+    """The engine alone: run as many batches as eval does, cycling over the pre-made ones."""
+    runtime = classifier.runtime
+    calls = -(-images // batch)
+    began = time.perf_counter()
+    for call in range(calls):
+        runtime.infer(batches[call % len(batches)]).argmax(axis=1)
+    return images / (time.perf_counter() - began)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, default=registry.DEMO_MODEL_DIR)
+    parser.add_argument("--data", type=Path, help="val list or class-folder tree [default: Fashion-MNIST test]")
+    parser.add_argument("--backend", default="ort")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        data = args.data
+        if data is None:
+            data = write_fashion_mnist(Path(scratch) / "fashion", "test", args.limit).folder
+        dataset = load_dataset(data, args.limit)
+        options = RuntimeOptions(backend=args.backend, threads=args.threads)
+        classifier = Classifier(args.model_dir, options)
+        batch = engine_batch_size(classifier.runtime.input_shape, args.batch_size, args.backend)
+        workers = args.workers or default_workers(args.threads)
+        batches = premade_batches(classifier, dataset.items, batch)
+        classifier.runtime.infer(batches[0])  # warm-up
+        engine_runs, eval_runs, top1 = [], [], None
+        for _ in range(args.repeats):
+            engine_runs.append(engine_images_per_s(classifier, batches, len(dataset), batch))
+            result = evaluate_classifier(classifier, dataset, batch, strict=True, workers=workers)
+            eval_runs.append(result.images_per_s)
+            top1 = result.top1
+    report = {
+        "model_dir": str(args.model_dir),
+        "engine": classifier.runtime.engine_info(),
+        "images": len(dataset),
+        "batch_size": batch,
+        "threads": args.threads,
+        "decode_workers": workers,
+        "engine_images_per_s": max(engine_runs),
+        "eval_images_per_s": max(eval_runs),
+        "ratio": max(eval_runs) / max(engine_runs),
+        "engine_runs": engine_runs,
+        "eval_runs": eval_runs,
+        "top1": top1,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return
+    print(
+        f"{Path(args.model_dir).name} on {report['engine'].get('engine', args.backend)}, {len(dataset)} images, "
+        f"batch {batch}, {args.threads} engine thread(s), {workers} decode worker(s)"
+    )
+    print(f"  engine only (pre-made tensors): {report['engine_images_per_s']:10,.0f} images/s")
+    print(f"  full eval (decode+preprocess):  {report['eval_images_per_s']:10,.0f} images/s  (top-1 {top1:.2f} %)")
+    print(f"  ratio eval / engine: {report['ratio']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
