@@ -233,3 +233,270 @@ class RuntimeOptions(StrictModel):
         if self.device == "cpu" and (self.fp16 or self.pinned_memory):
             raise ValueError("--fp16 and --pinned-memory need --device gpu")
         return self
+
+
+# ---- quantize config ----------------------------------------------------------------------------
+# A validated superset of FastDeploy's auto-compression config (tools/common_tools/auto_compression):
+# its Global / Distillation / QuantAware / TrainConfig / PTQ sections load unchanged, and
+# paddlecls-q adds calibration counts, layers kept in FP32, BatchNorm freezing and `accuracy`.
+
+QUANTIZE_METHODS = ("ptq", "qat")
+CALIBRATION_METHODS = ("avg", "abs_max", "hist", "KL", "mse", "emd")
+# Preprocess names a config may give; each maps to "the model's own inference_cls.yaml" (never eval'd).
+PREPROCESS_NAMES = ("cls_image_preprocess", "inference_cls_yaml")
+ACCURACY_ENGINES = ("paddle", "ort", "openvino")
+_NONE_WORDS = ("none", "null", "~", "")
+
+
+def _none_word_to_empty(value: Any) -> Any:
+    """FastDeploy writes `skip_tensor_list: None`, which YAML reads as the string 'None'."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in _NONE_WORDS):
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return value
+
+
+class QuantizeGlobal(StrictModel):
+    """FastDeploy's `Global` section, plus where to write and which layers stay FP32."""
+
+    model_dir: Path
+    format: str = "paddle"
+    model_filename: str = "inference.pdmodel"
+    params_filename: str = "inference.pdiparams"
+    image_path: Path | None = None
+    qat_image_path: Path | None = None
+    ptq_image_path: Path | None = None
+    input_list: tuple[str, ...] = ()
+    qat_preprocess: str = "cls_image_preprocess"
+    ptq_preprocess: str = "cls_image_preprocess"
+    qat_batch_size: int = Field(default=32, ge=1)
+    output_dir: Path | None = None
+    keep_fp32_layers: tuple[str, ...] = ()
+    seed: int = 0
+
+    @field_validator("format")
+    @classmethod
+    def _paddle_only(cls, value: str) -> str:
+        if value.strip().lower() != "paddle":
+            raise ValueError(
+                f"format {value!r} is not supported: paddlecls-q quantizes Paddle inference models "
+                "(convert ONNX models with x2paddle first)"
+            )
+        return "paddle"
+
+    @field_validator("qat_preprocess", "ptq_preprocess")
+    @classmethod
+    def _known_preprocess(cls, value: str) -> str:
+        if value not in PREPROCESS_NAMES:
+            raise ValueError(
+                f"unknown preprocess {value!r}{did_you_mean(value, PREPROCESS_NAMES)}; known: "
+                f"{', '.join(PREPROCESS_NAMES)} (each means the model's own inference_cls.yaml)"
+            )
+        return value
+
+    @field_validator("input_list", "keep_fp32_layers", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return _none_word_to_empty(value)
+
+
+class DistillationSection(StrictModel):
+    """Teacher (the FP32 model) → student distillation used by QAT."""
+
+    alpha: float = Field(default=1.0, gt=0)
+    loss: Literal["l2", "soft_label"] = "l2"
+    node: tuple[str, ...] = ()
+
+    @field_validator("node", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return _none_word_to_empty(value)
+
+
+class QuantAwareSection(StrictModel):
+    """PaddleSlim quant-aware training settings (ACT's `QuantAware`)."""
+
+    use_pact: bool = False
+    activation_bits: Literal[8] = 8
+    weight_bits: Literal[8] = 8
+    is_full_quantize: bool = False
+    onnx_format: bool = True
+    activation_quantize_type: Literal["moving_average_abs_max", "range_abs_max", "abs_max"] = "moving_average_abs_max"
+    weight_quantize_type: Literal["channel_wise_abs_max", "abs_max"] = "channel_wise_abs_max"
+    not_quant_pattern: tuple[str, ...] = ("skip_quant",)
+    quantize_op_types: tuple[str, ...] = ("conv2d", "depthwise_conv2d")
+
+    @field_validator("onnx_format")
+    @classmethod
+    def _onnx_format(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError("onnx_format must be true: the engines read Q/DQ (ONNX-format) quantized models")
+        return value
+
+
+class LearningRate(StrictModel):
+    """A constant rate, or a paddle.optimizer.lr schedule by class name."""
+
+    type: Literal["Constant", "CosineAnnealingDecay", "PiecewiseDecay", "ExponentialDecay", "StepDecay"] = "Constant"
+    learning_rate: float | None = Field(default=None, gt=0)
+    T_max: int | None = Field(default=None, ge=1)
+    eta_min: float | None = Field(default=None, ge=0)
+    boundaries: tuple[int, ...] | None = None
+    values: tuple[float, ...] | None = None
+    gamma: float | None = Field(default=None, gt=0)
+    step_size: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _number_is_constant(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return {"type": "Constant", "learning_rate": value}
+        return value
+
+    @model_validator(mode="after")
+    def _required_parameters(self) -> LearningRate:
+        required = {
+            "Constant": ("learning_rate",),
+            "CosineAnnealingDecay": ("learning_rate", "T_max"),
+            "PiecewiseDecay": ("boundaries", "values"),
+            "ExponentialDecay": ("learning_rate", "gamma"),
+            "StepDecay": ("learning_rate", "step_size"),
+        }[self.type]
+        missing = [name for name in required if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"learning rate {self.type} needs {', '.join(missing)}")
+        if self.type == "PiecewiseDecay" and len(self.values or ()) != len(self.boundaries or ()) + 1:
+            raise ValueError("PiecewiseDecay needs one more value than boundaries")
+        return self
+
+    def paddle_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of the paddle.optimizer.lr class (without `type`)."""
+        return {name: value for name, value in self.model_dump(exclude={"type"}).items() if value is not None}
+
+
+class OptimizerSpec(StrictModel):
+    type: Literal["SGD", "Momentum", "Adam", "AdamW"] = "SGD"
+    momentum: float | None = Field(default=None, ge=0, lt=1)
+
+
+class OptimizerBuilder(StrictModel):
+    optimizer: OptimizerSpec = OptimizerSpec()
+    weight_decay: float | None = Field(default=None, ge=0)
+
+
+class QatTrainConfig(StrictModel):
+    """FastDeploy's `TrainConfig`, plus the number of training images and BatchNorm freezing."""
+
+    train_iter: int | None = Field(default=None, ge=1)
+    epochs: int | None = Field(default=None, ge=1)
+    learning_rate: LearningRate = LearningRate(learning_rate=1e-4)
+    optimizer_builder: OptimizerBuilder = OptimizerBuilder()
+    eval_iter: int = Field(default=1000, ge=1)
+    logging_iter: int = Field(default=10, ge=1)
+    origin_metric: float | None = None
+    target_metric: float | None = None
+    train_images: int | None = Field(default=None, ge=1)
+    freeze_bn: bool = True
+
+    @model_validator(mode="after")
+    def _length(self) -> QatTrainConfig:
+        if self.train_iter is None and self.epochs is None:
+            raise ValueError("TrainConfig needs train_iter or epochs")
+        return self
+
+
+class PtqSection(StrictModel):
+    """FastDeploy's `PTQ` section, plus how many calibration images, in which batches."""
+
+    calibration_method: str = "avg"
+    skip_tensor_list: tuple[str, ...] = ()
+    calibration_images: int = Field(default=320, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    hist_percent: float = Field(default=0.999, gt=0, le=1)
+    bias_correction: bool = False
+    weight_quantize_type: Literal["channel_wise_abs_max", "abs_max"] = "channel_wise_abs_max"
+    quantize_op_types: tuple[str, ...] = ("conv2d", "depthwise_conv2d", "conv2d_transpose", "mul", "matmul", "matmul_v2")
+
+    @field_validator("calibration_method")
+    @classmethod
+    def _method(cls, value: str) -> str:
+        by_lower = {name.lower(): name for name in CALIBRATION_METHODS}
+        if str(value).strip().lower() not in by_lower:
+            raise ValueError(
+                f"unknown calibration method {value!r}{did_you_mean(value, CALIBRATION_METHODS)}; "
+                f"choose from {', '.join(CALIBRATION_METHODS)}"
+            )
+        return by_lower[str(value).strip().lower()]
+
+    @field_validator("skip_tensor_list", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return _none_word_to_empty(value)
+
+
+class AccuracySection(StrictModel):
+    """Top-1 on a labeled list, FP32 vs INT8 on each CPU engine, and the allowed drop in points."""
+
+    eval_list: Path | None = None
+    max_drop: float = Field(default=1.0, ge=0)
+    engines: tuple[Literal["paddle", "ort", "openvino"], ...] = ACCURACY_ENGINES
+    limit: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    threads: int | None = Field(default=None, ge=1)
+    max_fp32_layers: int = Field(default=8, ge=1)
+    sensitivity_images: int = Field(default=64, ge=1)
+
+
+class QuantizeConfig(StrictModel):
+    """One `quantize` config file; section names are FastDeploy's."""
+
+    Global: QuantizeGlobal
+    Distillation: DistillationSection = DistillationSection()
+    QuantAware: QuantAwareSection = QuantAwareSection()
+    TrainConfig: QatTrainConfig = QatTrainConfig(train_iter=500)
+    PTQ: PtqSection = PtqSection()
+    accuracy: AccuracySection = AccuracySection()
+
+    def resolve_method(self, method: str | None) -> str:
+        """`--method` (case and quotes ignored), else the one method whose section the file has."""
+        if method is not None:
+            return choice(method, QUANTIZE_METHODS, "method")
+        has_ptq = "PTQ" in self.model_fields_set
+        has_qat = bool({"QuantAware", "Distillation"} & self.model_fields_set)
+        if has_ptq and has_qat:
+            raise ConfigError("the config has both PTQ and QuantAware/Distillation sections; pass --method ptq or qat")
+        return "qat" if has_qat else "ptq"
+
+    def image_folder(self, method: str) -> Path:
+        """The unlabeled image folder for calibration (PTQ) or training (QAT)."""
+        folder = self.Global.ptq_image_path if method == "ptq" else self.Global.qat_image_path
+        folder = folder or self.Global.image_path
+        if folder is None:
+            raise ConfigError(f"Global.{method}_image_path (or Global.image_path) is required for {method.upper()}")
+        return folder
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative paths in the file are relative to the file's folder."""
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            return str(base / value)
+        return str(Path(value).expanduser()) if isinstance(value, str) and value else value
+
+    data = {**data}
+    for section, keys in (
+        ("Global", ("model_dir", "image_path", "qat_image_path", "ptq_image_path", "output_dir")),
+        ("accuracy", ("eval_list",)),
+    ):
+        if isinstance(data.get(section), dict):
+            data[section] = {**data[section], **{k: resolve(v) for k, v in data[section].items() if k in keys}}
+    return data
+
+
+def load_quantize_config(path: str | Path) -> QuantizeConfig:
+    """Read and validate a quantize config; relative paths are taken from the config file's folder."""
+    path = Path(path)
+    data = load_yaml(path)
+    return validate(QuantizeConfig, _resolve_paths(data, path.resolve().parent), str(path))

@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Callable, Literal
+from typing import Literal
 
 from paddlecls_q.errors import ConfigError, InputError
 
@@ -34,9 +35,13 @@ class Dataset:
     root: Path
     num_classes: int | None
     class_names: list[str] | None
-    source: Path
-    layout: Layout
+    source: Path | None = None  # the list file, or the tree's folder; defaults to root
+    layout: Layout = "list"
     line_numbers: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.source is None:
+            self.source = self.root
 
     def __len__(self) -> int:
         return len(self.items)
@@ -71,7 +76,9 @@ def _relative_image_path(text: str, list_file: Path, number: int) -> PurePosixPa
     """The list's path field, refused when it could reach outside the list's folder."""
     windows = PureWindowsPath(text)
     if text.startswith(("/", "\\")) or windows.drive or windows.is_absolute():
-        raise InputError(f"{list_file}:{number}: absolute image path {text!r}; paths must be relative to the list's folder")
+        raise InputError(
+            f"{list_file}:{number}: absolute image path {text!r}; paths must be relative to the list's folder"
+        )
     relative = PurePosixPath(text.replace("\\", "/"))
     if ".." in relative.parts:
         raise InputError(f"{list_file}:{number}: image path {text!r} escapes the list's folder")
@@ -147,11 +154,13 @@ def _load_tree(folder: Path, limit: int | None) -> Dataset:
     class_folders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_folders:
         raise InputError(
-            f"{folder}: no class sub-folders and no {VAL_LIST}; give a val list or a folder with one sub-folder per class"
+            f"{folder}: no class sub-folders and no {VAL_LIST}; "
+            "give a val list or a folder with one sub-folder per class"
         )
     per_class = [
         sorted(
-            p for p in class_folder.rglob("*")
+            p
+            for p in class_folder.rglob("*")
             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
         )
         for class_folder in class_folders

@@ -26,7 +26,8 @@ from paddlecls_q.preprocess import read_image
 
 # paddle-trt's engine is built with max_batch_size=1; trt's optimization profile stops at 32.
 MAX_BATCH_OF_BACKEND = {"paddle-trt": 1, "trt": 32}
-PREFETCH_BATCHES_PER_WORKER = 2
+IMAGES_PER_TASK = 64
+PREFETCH_TASKS_PER_WORKER = 2
 
 
 @dataclass
@@ -115,8 +116,17 @@ def _single_threaded_opencv() -> Iterator[None]:
         cv2.setNumThreads(previous)
 
 
+@dataclass
+class _Batch:
+    """One engine call's worth of preprocessed images, padded to the full batch size."""
+
+    indices: list[int]
+    tensor: np.ndarray | None
+    failures: list[str]
+
+
 class _BatchLoader:
-    """Reads and preprocesses one batch of data-set items; runs in the worker threads."""
+    """Reads and preprocesses data-set items into batches; runs in the worker threads."""
 
     def __init__(self, classifier: Classifier, dataset: Dataset, batch_size: int, strict: bool) -> None:
         self.preprocess = classifier.preprocess
@@ -124,24 +134,55 @@ class _BatchLoader:
         self.batch_size = batch_size
         self.strict = strict
 
-    def __call__(self, start: int) -> tuple[list[int], np.ndarray | None, list[tuple[int, str]]]:
+    def __call__(self, start: int, count: int) -> list[_Batch]:
+        end = min(start + count, len(self.items))
+        return [self.load_batch(first) for first in range(start, end, self.batch_size)]
+
+    def load_batch(self, start: int) -> _Batch:
         indices: list[int] = []
         tensors: list[np.ndarray] = []
-        failures: list[tuple[int, str]] = []
+        failures: list[str] = []
         for index in range(start, min(start + self.batch_size, len(self.items))):
             try:
                 tensors.append(self.preprocess(read_image(self.items[index][0])))
             except InputError as error:
                 if self.strict:
                     raise
-                failures.append((index, str(error)))
+                failures.append(str(error))
                 continue
             indices.append(index)
         if not tensors:
-            return indices, None, failures
+            return _Batch(indices, None, failures)
         # Pad the last batch to the full size: the engine keeps one input shape (OpenVINO compiles one per shape).
         tensors.extend(tensors[-1:] * (self.batch_size - len(tensors)))
-        return indices, np.stack(tensors), failures
+        return _Batch(indices, np.stack(tensors), failures)
+
+
+def _prefetched(pool: ThreadPoolExecutor, load: _BatchLoader, total: int, workers: int) -> Iterator[_Batch]:
+    """Batches in data-set order, decoded by the pool at most a few tasks ahead of the engine.
+
+    A task holds several batches when batches are small: each hand-off between threads costs
+    about as much as decoding a small image.
+    """
+    batch = load.batch_size
+    task_images = batch * max(1, -(-IMAGES_PER_TASK // batch))
+    starts = iter(range(0, total, task_images))
+    pending: deque[Future[list[_Batch]]] = deque()
+
+    def submit_next() -> None:
+        start = next(starts, None)
+        if start is not None:
+            pending.append(pool.submit(load, start, task_images))
+
+    for _ in range(PREFETCH_TASKS_PER_WORKER * workers + 1):
+        submit_next()
+    while pending:
+        try:
+            batches = pending.popleft().result()
+        except InputError as error:
+            raise InputError(f"{error} (--strict)") from None
+        submit_next()
+        yield from batches
 
 
 def _first_readable_tensor(classifier: Classifier, dataset: Dataset, strict: bool) -> np.ndarray:
@@ -217,40 +258,29 @@ def evaluate_classifier(
     in_topk = np.zeros(len(dataset), dtype=bool)
     unreadable: list[str] = []
     load = _BatchLoader(classifier, dataset, batch, strict)
-    starts = iter(range(0, len(dataset), batch))
     bar, task = _progress_bar(len(dataset), Path(classifier.files.folder).name) if progress else (None, None)
-    with _single_threaded_opencv(), ThreadPoolExecutor(workers, thread_name_prefix="eval-decode") as pool:
-        pending: deque[Future] = deque()
-        for start in starts:
-            pending.append(pool.submit(load, start))
-            if len(pending) >= PREFETCH_BATCHES_PER_WORKER * workers + 1:
-                break
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="eval-decode")
+    with _single_threaded_opencv():
         began = time.perf_counter()
         if bar is not None:
             bar.start()
         try:
-            while pending:
-                try:
-                    indices, tensor, failures = pending.popleft().result()
-                except InputError as error:
-                    raise InputError(f"{error} (--strict)") from None
-                next_start = next(starts, None)
-                if next_start is not None:
-                    pending.append(pool.submit(load, next_start))
-                unreadable.extend(message for _, message in failures)
-                if tensor is not None:
-                    scores = runtime.infer(tensor).reshape(batch, -1)[: len(indices)]
-                    top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < model_classes else None
-                    rows = np.asarray(indices)
+            for item in _prefetched(pool, load, len(dataset), workers):
+                unreadable.extend(item.failures)
+                if item.tensor is not None:
+                    scores = runtime.infer(item.tensor).reshape(batch, -1)[: len(item.indices)]
+                    rows = np.asarray(item.indices)
                     predictions[rows] = scores.argmax(axis=1)
-                    truth = labels[rows]
-                    in_topk[rows] = True if top is None else (top == truth[:, None]).any(axis=1)
+                    if k < model_classes:
+                        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+                        in_topk[rows] = (top == labels[rows][:, None]).any(axis=1)
+                    else:
+                        in_topk[rows] = True
                 if bar is not None:
-                    bar.advance(task, len(indices) + len(failures))
+                    bar.advance(task, len(item.indices) + len(item.failures))
             seconds = time.perf_counter() - began
         finally:
-            for future in pending:
-                future.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
             if bar is not None:
                 bar.stop()
     readable = predictions >= 0

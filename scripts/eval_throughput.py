@@ -21,12 +21,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from paddlecls_q import registry  # noqa: E402
-from paddlecls_q.config import RuntimeOptions  # noqa: E402
-from paddlecls_q.datasets import load_dataset, write_fashion_mnist  # noqa: E402
-from paddlecls_q.evaluate import default_workers, engine_batch_size, evaluate_classifier  # noqa: E402
-from paddlecls_q.infer import Classifier  # noqa: E402
-from paddlecls_q.preprocess import read_image  # noqa: E402
+from paddlecls_q import registry
+from paddlecls_q.config import RuntimeOptions
+from paddlecls_q.datasets import load_dataset, write_fashion_mnist
+from paddlecls_q.evaluate import default_workers, engine_batch_size, evaluate_classifier
+from paddlecls_q.infer import Classifier
+from paddlecls_q.preprocess import read_image
 
 PREMADE_TENSOR_BYTES = 1 << 30  # engine-only loop cycles over at most this much pre-made input
 

@@ -98,7 +98,7 @@ def train(model: paddle.nn.Layer, images: np.ndarray, labels: np.ndarray, args: 
     schedule = paddle.optimizer.lr.LinearWarmup(
         paddle.optimizer.lr.CosineAnnealingDecay(args.lr, T_max=total - warmup), warmup, 0.0, args.lr
     )
-    optimizer = paddle.optimizer.Adam(schedule, parameters=model.parameters())
+    optimizer = paddle.optimizer.Momentum(schedule, 0.9, parameters=model.parameters(), use_nesterov=True)
     model.train()
     with fast_depthwise(model):
         for epoch in range(args.epochs):
@@ -106,7 +106,7 @@ def train(model: paddle.nn.Layer, images: np.ndarray, labels: np.ndarray, args: 
             order = rng.permutation(len(images))
             for step in range(steps_per_epoch):
                 batch = order[step * args.batch_size : (step + 1) * args.batch_size]
-                x = paddle.to_tensor(normalize(augment(images[batch], rng)))
+                x = paddle.to_tensor(normalize(augment(images[batch], rng) if args.augment else images[batch]))
                 y = paddle.to_tensor(labels[batch])
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
@@ -185,7 +185,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.003)
+    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--augment", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
     args = parser.parse_args()

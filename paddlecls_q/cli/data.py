@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,10 +18,10 @@ app.add_typer(data_app, name="data")
 def fashion_mnist_command(
     out: Annotated[Path, typer.Option("--out", help="Folder to create (images/, val_list.txt, label_list.txt).")],
     split: Annotated[str, typer.Option("--split", help="test (10k, val_list.txt), train (60k) or both.")] = "test",
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N images of each split.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N images of each split.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace DIR if it exists.")] = False,
     idx_dir: Annotated[
-        Optional[Path], typer.Option("--idx-dir", help="Folder of the IDX .gz files [default: Debian's package].")
+        Path | None, typer.Option("--idx-dir", help="Folder of the IDX .gz files [default: Debian's package].")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
@@ -35,11 +35,21 @@ def fashion_mnist_command(
     total = sum(min(limit or n, n) for name, n in per_split.items() if split in (name, "both"))
     show = not as_json and err_console.is_terminal
     with Progress(
-        TextColumn("writing PNGs"), BarColumn(), MofNCompleteColumn(), console=err_console, transient=True, disable=not show
+        TextColumn("writing PNGs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err_console,
+        transient=True,
+        disable=not show,
     ) as progress:
         task = progress.add_task("", total=total)
         written = write_fashion_mnist(
-            out, split, limit, force, idx_dir, on_progress=lambda n: progress.advance(task, n)  # type: ignore[arg-type]
+            out,
+            split,
+            limit,
+            force,
+            idx_dir,
+            on_progress=lambda n: progress.advance(task, n),  # type: ignore[arg-type]
         )
     if as_json:
         print_json(

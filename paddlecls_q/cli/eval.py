@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -17,21 +17,23 @@ CHANGED_ROWS_SHOWN = 20
 
 @command("eval")
 def eval_command(
-    data: Annotated[Path, typer.Option("--data", help="Val list (`path label` lines) or a folder of class sub-folders.")],
-    model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Paddle inference model folder.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Registry model name (see `models`).")] = None,
+    data: Annotated[
+        Path, typer.Option("--data", help="Val list (`path label` lines) or a folder of class sub-folders.")
+    ],
+    model_dir: Annotated[Path | None, typer.Option("--model-dir", help="Paddle inference model folder.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Registry model name (see `models`).")] = None,
     compare_dir: Annotated[
-        Optional[Path], typer.Option("--compare", help="A second model folder (the INT8 one) to compare against.")
+        Path | None, typer.Option("--compare", help="A second model folder (the INT8 one) to compare against.")
     ] = None,
     backend: Annotated[str, typer.Option("--backend", help=f"Engine: {', '.join(BACKENDS)}.")] = "ort",
     device: Annotated[str, typer.Option("--device", help="cpu or gpu.")] = "cpu",
     threads: Annotated[int, typer.Option("--threads", help="CPU threads for the engine.")] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per engine call (if the model allows).")] = 32,
     topk: Annotated[int, typer.Option("--topk", help="k of the top-k accuracy.")] = 5,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Evaluate only N images.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Evaluate only N images.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="An unreadable image is an error.")] = False,
     workers: Annotated[
-        Optional[int], typer.Option("--workers", help="Decoding threads [default: what fits beside --threads].")
+        int | None, typer.Option("--workers", help="Decoding threads [default: what fits beside --threads].")
     ] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="GPU: let the engine run FP16 kernels.")] = False,
     pinned_memory: Annotated[bool, typer.Option("--pinned-memory", help="GPU: pinned host buffers.")] = False,
@@ -84,7 +86,7 @@ def eval_command(
         table.add_column(column, justify="left" if column in ("model", "engine") else "right")
     for result in results:
         table.add_row(
-            result.model_dir,
+            Path(result.model_dir).name,
             f"{result.engine.get('engine', result.engine.get('backend'))} (batch {result.engine['batch_size']})",
             str(result.count),
             f"{result.top1:.2f}",
@@ -117,7 +119,9 @@ def eval_command(
 
         for row in comparison.changed[:CHANGED_ROWS_SHOWN]:
             changed.add_row(
-                str(Path(row.image).relative_to(dataset.root)) if Path(row.image).is_relative_to(dataset.root) else row.image,
+                str(Path(row.image).relative_to(dataset.root))
+                if Path(row.image).is_relative_to(dataset.root)
+                else row.image,
                 named(row.label),
                 named(row.reference),
                 named(row.candidate),

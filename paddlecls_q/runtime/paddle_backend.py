@@ -12,11 +12,12 @@ from paddlecls_q.model_files import ModelFiles
 from paddlecls_q.runtime.base import Runtime
 
 
-def import_paddle_inference() -> Any:
+def import_paddle_inference(backend: str = "paddle") -> Any:
     try:
         from paddle import inference
     except ImportError:
-        raise BackendUnavailableError("backend 'paddle' needs paddlepaddle: pip install paddlepaddle") from None
+        package = "paddlepaddle-gpu" if backend == "paddle-trt" else "paddlepaddle"
+        raise BackendUnavailableError(f"backend {backend!r} needs {package}: pip install {package}") from None
     return inference
 
 
@@ -25,7 +26,7 @@ class PaddleRuntime(Runtime):
 
     def __init__(self, files: ModelFiles, options: RuntimeOptions) -> None:
         super().__init__(files, options)
-        inference = import_paddle_inference()
+        inference = import_paddle_inference(self.backend)
         self.version = inference.get_version().splitlines()[0] if inference.get_version() else ""
         config = inference.Config(str(files.program), str(files.params))
         # oneDNN INT8 needs the old IR; PIR `.json` programs need the new one.

@@ -1,0 +1,391 @@
+"""One calibration, each engine's fastest ONNX Q/DQ encoding.
+
+paddle2onnx 1.3.1 turns a PaddleSlim INT8 model into a Q/DQ graph with symmetric int8
+activations (zero point 0), float weights behind a QuantizeLinear, and an extra Q/DQ pair on
+every quantized op's output. This module rewrites that graph without changing any calibrated
+scale:
+
+- common: weights are stored as int8 initializers (the weight QuantizeLinear folded, 4x smaller
+  files); the Q/DQ pair between an op and the Relu right after it is dropped (Paddle Inference
+  fuses conv+relu and requantizes once, and so do the engines).
+- `openvino`: activations stay signed int8 with zero point 0 (its s8s8 kernels are the fast ones).
+- `ort`: activations become uint8. A symmetric int8 grid (scale s, zero point 0) is exactly the
+  uint8 grid (s, 128); after a Relu the uint8 grid (s, 0) holds every value of the int8 one and
+  lets ONNX Runtime fold the Relu into the QuantizeLinear, so Conv+Relu becomes one QLinearConv.
+  Where a conv reads a signed uint8 input (zero point 128: the image, residual sums) its weights
+  can be kept to 7 bits (`reduce_range`): on AVX2 without VNNI the u8*s8 pair sums of
+  VPMADDUBSW saturate int16 otherwise.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+ENGINES = ("ort", "openvino")
+ReduceRange = Literal["none", "signed_inputs", "all"]
+# Ops whose output is non-negative whenever their (first) input is.
+_SIGN_PRESERVING_OPS = {"MaxPool", "AveragePool", "GlobalAveragePool", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+_QUANTIZED_LAYER_OPS = {"Conv", "MatMul", "Gemm", "ConvTranspose"}
+
+
+@dataclass
+class EncodingSummary:
+    """What an encoding did, for the quantize report."""
+
+    engine: str
+    activation_encodings: dict[str, int] = field(default_factory=dict)
+    int8_weights: int = 0
+    reduced_range_weights: int = 0
+    dropped_pre_relu_qdq: int = 0
+    nodes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class _Graph:
+    """Producer/consumer indexes over an onnx GraphProto, rebuilt after each structural edit."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.graph = model.graph
+        self.reindex()
+
+    def reindex(self) -> None:
+        self.initializers = {init.name: init for init in self.graph.initializer}
+        self.producer: dict[str, Any] = {}
+        self.consumers: dict[str, list[Any]] = defaultdict(list)
+        for node in self.graph.node:
+            for name in node.output:
+                self.producer[name] = node
+            for name in node.input:
+                if name:
+                    self.consumers[name].append(node)
+        self.graph_outputs = {output.name for output in self.graph.output}
+
+    def array(self, name: str) -> np.ndarray:
+        from onnx import numpy_helper
+
+        return numpy_helper.to_array(self.initializers[name])
+
+    def set_initializer(self, name: str, value: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        tensor = numpy_helper.from_array(value, name)
+        if name in self.initializers:
+            self.initializers[name].CopyFrom(tensor)
+        else:
+            self.graph.initializer.append(tensor)
+            self.initializers[name] = self.graph.initializer[-1]
+        return name
+
+    def unique(self, name: str) -> str:
+        candidate, number = name, 1
+        while candidate in self.initializers or candidate in self.producer:
+            candidate, number = f"{name}_{number}", number + 1
+        return candidate
+
+    def remove_nodes(self, nodes: list[Any]) -> None:
+        doomed = {id(node) for node in nodes}
+        kept = [node for node in self.graph.node if id(node) not in doomed]
+        del self.graph.node[:]
+        self.graph.node.extend(kept)
+        self.reindex()
+
+    def rename_input(self, old: str, new: str) -> None:
+        for node in self.consumers.get(old, []):
+            for index, name in enumerate(node.input):
+                if name == old:
+                    node.input[index] = new
+
+    def drop_unused_initializers(self) -> None:
+        used = {name for node in self.graph.node for name in node.input} | self.graph_outputs
+        kept = [init for init in self.graph.initializer if init.name in used]
+        del self.graph.initializer[:]
+        self.graph.initializer.extend(kept)
+        self.reindex()
+
+
+def _constants_to_initializers(graph: _Graph) -> None:
+    """paddle2onnx emits weights and scales as Constant nodes; engines and edits prefer initializers."""
+    from onnx import numpy_helper
+
+    constants = [node for node in graph.graph.node if node.op_type == "Constant" and len(node.attribute) == 1]
+    constants = [node for node in constants if node.attribute[0].name == "value"]
+    for node in constants:
+        graph.set_initializer(node.output[0], numpy_helper.to_array(node.attribute[0].t))
+    graph.remove_nodes(constants)
+
+
+def _broadcast(parameter: np.ndarray, rank: int, axis: int) -> np.ndarray:
+    if parameter.ndim == 0:
+        return parameter
+    shape = [1] * rank
+    shape[axis] = parameter.size
+    return parameter.reshape(shape)
+
+
+def _quantize(values: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: int) -> np.ndarray:
+    """ONNX QuantizeLinear semantics: round half to even, add the zero point, saturate."""
+    info = np.iinfo(zero_point.dtype)
+    rank = values.ndim
+    scaled = np.rint(values.astype(np.float64) / _broadcast(scale.astype(np.float64), rank, axis))
+    shifted = scaled + _broadcast(zero_point.astype(np.int64), rank, axis)
+    return np.clip(shifted, info.min, info.max).astype(zero_point.dtype)
+
+
+def _axis(node: Any) -> int:
+    for attribute in node.attribute:
+        if attribute.name == "axis":
+            return int(attribute.i)
+    return 1
+
+
+def _fold_weight_quantizers(graph: _Graph) -> int:
+    """QuantizeLinear(float constant) → an int8 initializer the DequantizeLinear reads directly."""
+    folded = []
+    for node in graph.graph.node:
+        if node.op_type != "QuantizeLinear" or node.input[0] not in graph.initializers:
+            continue
+        weights = graph.array(node.input[0])
+        if weights.dtype.kind != "f" or len(node.input) < 3 or node.input[2] not in graph.initializers:
+            continue
+        quantized = _quantize(weights, graph.array(node.input[1]), graph.array(node.input[2]), _axis(node))
+        name = graph.set_initializer(graph.unique(f"{node.input[0]}_quantized"), quantized)
+        graph.rename_input(node.output[0], name)
+        folded.append(node)
+    graph.remove_nodes(folded)
+    return len(folded)
+
+
+def _drop_pre_relu_qdq(graph: _Graph) -> int:
+    """X → Q → DQ → Relu becomes X → Relu: the quantize that counts is the one after the Relu."""
+    doomed: list[Any] = []
+    for node in graph.graph.node:
+        if node.op_type != "Relu":
+            continue
+        dequantize = graph.producer.get(node.input[0])
+        if dequantize is None or dequantize.op_type != "DequantizeLinear":
+            continue
+        quantize = graph.producer.get(dequantize.input[0])
+        if quantize is None or quantize.op_type != "QuantizeLinear" or quantize.input[0] in graph.initializers:
+            continue
+        if len(graph.consumers[dequantize.output[0]]) != 1 or len(graph.consumers[quantize.output[0]]) != 1:
+            continue
+        if dequantize.output[0] in graph.graph_outputs or quantize.output[0] in graph.graph_outputs:
+            continue
+        node.input[0] = quantize.input[0]
+        doomed.extend([quantize, dequantize])
+    graph.remove_nodes(doomed)
+    return len(doomed) // 2
+
+
+def _is_non_negative(graph: _Graph, name: str, depth: int = 0) -> bool:
+    node = graph.producer.get(name)
+    if node is None or depth > 8:
+        return False
+    if node.op_type == "Relu":
+        return True
+    if node.op_type in _SIGN_PRESERVING_OPS:
+        return _is_non_negative(graph, node.input[0], depth + 1)
+    if node.op_type == "DequantizeLinear" and len(node.input) >= 3 and node.input[2] in graph.initializers:
+        zero_point = graph.array(node.input[2])
+        return bool(np.all(zero_point == np.iinfo(zero_point.dtype).min))
+    return False
+
+
+def _activation_quantizers(graph: _Graph) -> list[Any]:
+    return [
+        node
+        for node in graph.graph.node
+        if node.op_type == "QuantizeLinear" and node.input[0] not in graph.initializers and len(node.input) >= 3
+    ]
+
+
+def _to_uint8_activations(graph: _Graph, summary: EncodingSummary) -> dict[str, int]:
+    """int8 (s, 0) → uint8 (s, 128), or uint8 (s, 0) on non-negative tensors; returns the zero point per Q output."""
+    zero_points: dict[str, int] = {}
+    for quantize in _activation_quantizers(graph):
+        old = graph.array(quantize.input[2])
+        if old.dtype != np.int8 or np.any(old != 0):
+            continue
+        consumers = graph.consumers[quantize.output[0]]
+        if any(node.op_type != "DequantizeLinear" for node in consumers):
+            continue
+        zero_point = 0 if _is_non_negative(graph, quantize.input[0]) else 128
+        name = graph.set_initializer(
+            graph.unique(f"{quantize.output[0]}_zero_point_u8"), np.full(old.shape, zero_point, dtype=np.uint8)
+        )
+        quantize.input[2] = name
+        for dequantize in consumers:
+            dequantize.input[2] = name
+        zero_points[quantize.output[0]] = zero_point
+        key = f"uint8_zero_point_{zero_point}"
+        summary.activation_encodings[key] = summary.activation_encodings.get(key, 0) + 1
+    graph.reindex()
+    return zero_points
+
+
+def _count_int8_activations(graph: _Graph, summary: EncodingSummary) -> None:
+    for quantize in _activation_quantizers(graph):
+        dtype = graph.array(quantize.input[2]).dtype
+        key = f"{dtype}_zero_point_0" if not np.any(graph.array(quantize.input[2])) else f"{dtype}_asymmetric"
+        summary.activation_encodings[key] = summary.activation_encodings.get(key, 0) + 1
+
+
+def _layer_inputs(graph: _Graph, node: Any) -> tuple[Any | None, Any | None, Any | None]:
+    """(activation DQ, weight DQ, bias DQ) feeding a Conv/MatMul, where present."""
+    dequantizers = [graph.producer.get(name) if name else None for name in node.input]
+    dequantizers = [d if d is not None and d.op_type == "DequantizeLinear" else None for d in dequantizers]
+    activation = dequantizers[0] if dequantizers else None
+    weight = dequantizers[1] if len(dequantizers) > 1 else None
+    if weight is not None and weight.input[0] not in graph.initializers:
+        weight = None
+    bias = dequantizers[2] if len(dequantizers) > 2 else None
+    return activation, weight, bias
+
+
+def _reduce_weight_range(graph: _Graph, node: Any) -> bool:
+    """Requantize one layer's int8 weights to 7 bits (scale x 127/63) and its int32 bias to match."""
+    _, weight, bias = _layer_inputs(graph, node)
+    if weight is None:
+        return False
+    values = graph.array(weight.input[0])
+    if values.dtype != np.int8:
+        return False
+    scale = graph.array(weight.input[1]).astype(np.float64)
+    axis = _axis(weight)
+    real = values.astype(np.float64) * _broadcast(scale, values.ndim, axis)
+    new_scale = (scale * 127.0 / 63.0).astype(np.float32)
+    reduced = np.clip(np.rint(real / _broadcast(new_scale.astype(np.float64), values.ndim, axis)), -64, 63).astype(np.int8)
+    graph.set_initializer(weight.input[0], reduced)
+    scale_name = graph.set_initializer(graph.unique(f"{weight.input[0]}_scale_7bit"), new_scale)
+    weight.input[1] = scale_name
+    if bias is not None and bias.input[0] in graph.initializers and graph.array(bias.input[0]).dtype == np.int32:
+        # The bias scale is input scale x weight scale; keep its real value on the new grid.
+        bias_scale = graph.array(bias.input[1]).astype(np.float64)
+        real_bias = graph.array(bias.input[0]).astype(np.float64) * bias_scale
+        new_bias_scale = (bias_scale * 127.0 / 63.0).astype(np.float32)
+        graph.set_initializer(bias.input[0], np.rint(real_bias / new_bias_scale).astype(np.int32))
+        bias.input[1] = graph.set_initializer(graph.unique(f"{bias.input[0]}_scale_7bit"), new_bias_scale)
+    return True
+
+
+def _apply_reduce_range(graph: _Graph, zero_points: dict[str, int], mode: ReduceRange) -> int:
+    if mode == "none":
+        return 0
+    reduced = 0
+    for node in list(graph.graph.node):
+        if node.op_type not in _QUANTIZED_LAYER_OPS:
+            continue
+        activation, _, _ = _layer_inputs(graph, node)
+        if activation is None:
+            continue
+        signed = zero_points.get(activation.input[0], 0) == 128
+        if (mode == "all" or signed) and _reduce_weight_range(graph, node):
+            reduced += 1
+    graph.reindex()
+    return reduced
+
+
+def encode(model: Any, engine: str, reduce_range: ReduceRange = "signed_inputs") -> tuple[Any, EncodingSummary]:
+    """A copy of the paddle2onnx Q/DQ `model` in `engine`'s encoding ('ort' or 'openvino')."""
+    import onnx
+
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; encodings exist for {', '.join(ENGINES)}")
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    graph = _Graph(copy)
+    summary = EncodingSummary(engine=engine)
+    _constants_to_initializers(graph)
+    summary.int8_weights = _fold_weight_quantizers(graph)
+    summary.dropped_pre_relu_qdq = _drop_pre_relu_qdq(graph)
+    if engine == "ort":
+        zero_points = _to_uint8_activations(graph, summary)
+        summary.reduced_range_weights = _apply_reduce_range(graph, zero_points, reduce_range)
+    else:
+        _count_int8_activations(graph, summary)
+    graph.drop_unused_initializers()
+    summary.nodes = len(graph.graph.node)
+    onnx.checker.check_model(copy)
+    return copy, summary
+
+
+def quantized_layers(model: Any) -> list[str]:
+    """Names of the weights of quantized Conv/MatMul layers, in graph order (the Paddle weight names)."""
+    graph = _Graph(model)
+    names = []
+    for node in graph.graph.node:
+        if node.op_type in _QUANTIZED_LAYER_OPS:
+            _, weight, _ = _layer_inputs(graph, node)
+            if weight is not None:
+                names.append(_paddle_weight_name(weight.input[0]))
+    return names
+
+
+def _paddle_weight_name(initializer: str) -> str:
+    return initializer.split("_quantized")[0]
+
+
+def dequantize_layers(model: Any, weight_names: set[str]) -> Any:
+    """A copy of an encoded `model` where the layers whose weights are named run in float.
+
+    The layer reads its float input (the activation Q/DQ in front of it is bypassed for this
+    layer only) and dequantized weights and bias: what keeping it in FP32 would give, without
+    recalibrating, which is what sensitivity ranking needs.
+    """
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    graph = _Graph(copy)
+    for node in list(graph.graph.node):
+        if node.op_type not in _QUANTIZED_LAYER_OPS:
+            continue
+        activation, weight, bias = _layer_inputs(graph, node)
+        if weight is None or _paddle_weight_name(weight.input[0]) not in weight_names:
+            continue
+        for index, dequantize in ((1, weight), (2, bias)):
+            if dequantize is None or dequantize.input[0] not in graph.initializers:
+                continue
+            values = graph.array(dequantize.input[0]).astype(np.float64)
+            scale = graph.array(dequantize.input[1]).astype(np.float64)
+            zero_point = graph.array(dequantize.input[2]).astype(np.float64) if len(dequantize.input) > 2 else 0.0
+            axis = _axis(dequantize)
+            real = (values - _broadcast(np.asarray(zero_point), values.ndim, axis)) * _broadcast(scale, values.ndim, axis)
+            node.input[index] = graph.set_initializer(graph.unique(f"{dequantize.input[0]}_float"), real.astype(np.float32))
+        if activation is not None:
+            quantize = graph.producer.get(activation.input[0])
+            if quantize is not None and quantize.op_type == "QuantizeLinear":
+                node.input[0] = quantize.input[0]
+        graph.reindex()
+    used = {name for node in graph.graph.node for name in node.input}
+    orphans = [node for node in graph.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    orphans = [node for node in orphans if not any(out in used or out in graph.graph_outputs for out in node.output)]
+    while orphans:
+        graph.remove_nodes(orphans)
+        used = {name for node in graph.graph.node for name in node.input}
+        orphans = [node for node in graph.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")]
+        orphans = [node for node in orphans if not any(out in used or out in graph.graph_outputs for out in node.output)]
+    graph.drop_unused_initializers()
+    return copy
+
+
+def write_engine_models(
+    paddle2onnx_file: Path, folder: Path, engines: tuple[str, ...] = ENGINES, reduce_range: ReduceRange = "signed_inputs"
+) -> dict[str, EncodingSummary]:
+    """Write `inference.<engine>.onnx` for each engine into `folder` (the runtime layer picks them up)."""
+    import onnx
+
+    source = onnx.load(str(paddle2onnx_file))
+    summaries = {}
+    for engine in engines:
+        encoded, summaries[engine] = encode(source, engine, reduce_range)
+        onnx.save(encoded, str(Path(folder) / f"inference.{engine}.onnx"))
+    return summaries
