@@ -1,4 +1,4 @@
-"""A compiled plan for PaddleClas's common chain ResizeImage → CropImage → NormalizeImage + ToCHWImage.
+"""A compiled plan for PaddleClas's common chain ResizeImage → [CropImage] → NormalizeImage + ToCHWImage.
 
 It gives the same numbers as `paddlecls_q.preprocess.Preprocessor` (bit for bit; the tests compare
 on real photos and on hundreds of image sizes) with less work per image:
@@ -14,13 +14,15 @@ on real photos and on hundreds of image sizes) with less work per image:
   (PaddleClas's float32 expression evaluated once for every uint8 value), written straight into
   the output array, or into a caller's preallocated buffer (`out=`).
 
-Other chains (PIL resizing, crops without a resize, several NormalizeImage ops...) are not compiled:
-`compile_plan` returns None and the reference Preprocessor is used.
+Without a CropImage the whole resized image is normalized the same way. Other chains (PIL resizing, crops
+without a resize, several NormalizeImage ops...) are not compiled: `compile_plan` returns None and the
+reference Preprocessor is used.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,10 +44,14 @@ class SizePlan:
 
     resized_width: int
     resized_height: int
-    band_width: int  # source columns resized (from column 0)
+    band_width: int  # source columns resized (from column 0); 0: the whole image is resized
     band_height: int  # source rows resized (from row 0)
     left: int
     top: int
+    crop_width: int
+    crop_height: int
+    output_width: int  # what cv2.resize returns: the resized band, or the whole resized image
+    output_height: int
 
     @property
     def trimmed(self) -> bool:
@@ -59,7 +65,7 @@ class FastPreprocessor:
         self,
         reference: Preprocessor,
         resize: ResizeImageOp,
-        crop: CropImageOp,
+        crop: CropImageOp | None,
         normalize: NormalizeImageOp,
     ) -> None:
         self.reference = reference
@@ -68,7 +74,10 @@ class FastPreprocessor:
         self.resize_short = resize.resize_short
         self.size = (resize.size, resize.size) if isinstance(resize.size, int) else resize.size
         self.interpolation = CV2_INTERPOLATIONS[resize.interpolation or "bilinear"]
-        self.crop_width, self.crop_height = (crop.size, crop.size) if isinstance(crop.size, int) else crop.size
+        if crop is None:
+            self.crop_width = self.crop_height = None
+        else:
+            self.crop_width, self.crop_height = (crop.size, crop.size) if isinstance(crop.size, int) else crop.size
         self.channels = normalize.channel_num
         values = np.arange(256, dtype=np.float32)
         scale = np.float32(normalize.scale)
@@ -76,8 +85,17 @@ class FastPreprocessor:
         std = np.array(normalize.std, dtype=np.float32)
         # The reference's expression, (x * scale - mean) / std in float32, for every possible x.
         self.tables = [(values * scale - mean[c]) / std[c] for c in range(3)]
-        self.output_shape = (self.channels, self.crop_height, self.crop_width)
+        # Fixed unless the whole resize_short output is kept (then it follows each image's aspect ratio).
+        fixed = (
+            (self.crop_width, self.crop_height)
+            if crop is not None
+            else (self.size if self.resize_short is None else None)
+        )
+        self.output_shape = (self.channels, fixed[1], fixed[0]) if fixed else None
         self._plans: OrderedDict[tuple[int, int], SizePlan | None] = OrderedDict()
+        # Per-thread scratch arrays (resized image, channel planes), reused across calls: a fresh 200 KB
+        # array per image costs more than the copy itself when the caches are cold.
+        self._scratch = threading.local()
 
     def __call__(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """One RGB uint8 HWC image → the model's CHW input (into `out` when given, a float32 C×H×W array)."""
@@ -88,18 +106,21 @@ class FastPreprocessor:
                 return result
             out[...] = result
             return out
+        shape = (self.channels, plan.crop_height, plan.crop_width)
         if out is None:
-            out = np.empty(self.output_shape, np.float32)
-        elif out.shape != self.output_shape or out.dtype != np.float32 or not out.flags.c_contiguous:
-            raise ValueError(f"out must be a C-contiguous float32 array of shape {self.output_shape}")
+            out = np.empty(shape, np.float32)
+        elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
+        resized_buffer, planes = self._scratch_for(plan)
         if plan.trimmed:
             band = image[: plan.band_height, : plan.band_width]
             fx, fy = plan.resized_width / image.shape[1], plan.resized_height / image.shape[0]
-            resized = cv2.resize(band, (0, 0), fx=fx, fy=fy, interpolation=self.interpolation)
+            resized = cv2.resize(band, (0, 0), dst=resized_buffer, fx=fx, fy=fy, interpolation=self.interpolation)
         else:
-            resized = cv2.resize(image, (plan.resized_width, plan.resized_height), interpolation=self.interpolation)
-        cropped = resized[plan.top : plan.top + self.crop_height, plan.left : plan.left + self.crop_width]
-        for channel, plane in enumerate(cv2.split(cropped)):
+            size = (plan.resized_width, plan.resized_height)
+            resized = cv2.resize(image, size, dst=resized_buffer, interpolation=self.interpolation)
+        cropped = resized[plan.top : plan.top + plan.crop_height, plan.left : plan.left + plan.crop_width]
+        for channel, plane in enumerate(cv2.split(cropped, planes)):
             cv2.LUT(plane, self.tables[channel], dst=out[channel])
         if self.channels == 4:
             out[3] = 0.0
@@ -109,12 +130,28 @@ class FastPreprocessor:
 
     def batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Images → an (N, C, H, W) array, each image written in place (no stacking copy)."""
-        if len(images) == 0 or self.output_dtype != np.float32:
+        if len(images) == 0 or self.output_dtype != np.float32 or self.output_shape is None:
             return self.reference.batch(images)
         output = np.empty((len(images), *self.output_shape), np.float32)
         for index, image in enumerate(images):
             self(image, out=output[index])
         return output
+
+    def _scratch_for(self, plan: SizePlan) -> tuple[np.ndarray, list[np.ndarray]]:
+        """This thread's resize output (sized for `plan`) and three crop-sized channel planes."""
+        scratch = self._scratch
+        if not hasattr(scratch, "resized"):
+            scratch.resized, scratch.planes = {}, {}
+        key, crop = (plan.output_height, plan.output_width), (plan.crop_height, plan.crop_width)
+        if key not in scratch.resized:
+            if len(scratch.resized) >= PLAN_CACHE_SIZE:
+                scratch.resized.clear()
+            scratch.resized[key] = np.empty((*key, 3), np.uint8)
+        if crop not in scratch.planes:
+            if len(scratch.planes) >= PLAN_CACHE_SIZE:
+                scratch.planes.clear()
+            scratch.planes[crop] = [np.empty(crop, np.uint8) for _ in range(3)]
+        return scratch.resized[key], scratch.planes[crop]
 
     def _plan_for(self, image: np.ndarray) -> SizePlan | None:
         """The plan for this image's size, or None where the reference must run (it also raises the errors)."""
@@ -136,22 +173,23 @@ class FastPreprocessor:
         if self.resize_short is not None:
             # Same float expression and rounding as the reference, so sizes match to the pixel.
             percent = float(self.resize_short) / min(width, height)
-            resized_width, resized_height = int(round(width * percent)), int(round(height * percent))
+            resized_width, resized_height = round(width * percent), round(height * percent)
         else:
             resized_width, resized_height = self.size
         if min(resized_width, resized_height) < 1:
             return None
-        if resized_width < self.crop_width or resized_height < self.crop_height:
+        crop_width, crop_height = self.crop_width or resized_width, self.crop_height or resized_height
+        if resized_width < crop_width or resized_height < crop_height:
             return None  # the reference raises its "crop larger than the image" error
-        left, top = (resized_width - self.crop_width) // 2, (resized_height - self.crop_height) // 2
-        band_width = _band_extent(width, resized_width, left + self.crop_width)
-        band_height = _band_extent(height, resized_height, top + self.crop_height)
+        left, top = (resized_width - crop_width) // 2, (resized_height - crop_height) // 2
+        band_width = _band_extent(width, resized_width, left + crop_width)
+        band_height = _band_extent(height, resized_height, top + crop_height)
         trimmed = self.interpolation == cv2.INTER_LINEAR and (band_width < width or band_height < height)
-        if trimmed:
-            # cv2.resize sizes the output of a band resized by fx, fy as round(band * f); check it holds the crop.
-            fx, fy = resized_width / width, resized_height / height
-            if round(band_width * fx) < left + self.crop_width or round(band_height * fy) < top + self.crop_height:
-                trimmed = False
+        # cv2.resize sizes the output of a band resized by fx, fy as round(band * f); it must hold the crop.
+        output_width = round(band_width * (resized_width / width))
+        output_height = round(band_height * (resized_height / height))
+        if output_width < left + crop_width or output_height < top + crop_height:
+            trimmed = False
         return SizePlan(
             resized_width=resized_width,
             resized_height=resized_height,
@@ -159,6 +197,10 @@ class FastPreprocessor:
             band_height=band_height if trimmed else 0,
             left=left,
             top=top,
+            crop_width=crop_width,
+            crop_height=crop_height,
+            output_width=output_width if trimmed else resized_width,
+            output_height=output_height if trimmed else resized_height,
         )
 
 
@@ -172,14 +214,15 @@ def _band_extent(source: int, resized: int, needed: int) -> int:
 def compile_plan(reference: Preprocessor) -> FastPreprocessor | None:
     """A FastPreprocessor doing what `reference` does, or None when its chain is not the supported one.
 
-    Supported: ResizeImage (cv2 backend) → CropImage → NormalizeImage (order ''/hwc) → ToCHWImage, or
+    Supported: ResizeImage (cv2 backend) → [CropImage] → NormalizeImage (order ''/hwc) → ToCHWImage, or
     ... → ToCHWImage → NormalizeImage (order chw); any NormalizeImage scale/mean/std/channel_num/output_fp16.
     """
-    ops = reference.transform_ops
-    if len(ops) != 4:
+    ops = list(reference.transform_ops)
+    crop = ops.pop(1) if len(ops) == 4 and isinstance(ops[1], CropImageOp) else None
+    if len(ops) != 3:
         return None
-    resize, crop, third, fourth = ops
-    if not isinstance(resize, ResizeImageOp) or resize.backend != "cv2" or not isinstance(crop, CropImageOp):
+    resize, third, fourth = ops
+    if not isinstance(resize, ResizeImageOp) or resize.backend != "cv2":
         return None
     if (resize.interpolation or "bilinear") not in CV2_INTERPOLATIONS:
         return None

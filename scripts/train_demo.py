@@ -7,29 +7,27 @@ and paddlecls_q/assets/images/fashion_mnist_test_0.png.
 from __future__ import annotations
 
 import argparse
-import sys
+import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Iterator
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Before paddle is imported, as `import paddlecls_q` does: save the legacy `.pdmodel` format.
+os.environ.setdefault("FLAGS_enable_pir_api", "0")
 
-import paddlecls_q  # noqa: E402  (turns the PIR API off before paddle is imported)
+import cv2
+import numpy as np
+import paddle
+import paddle.nn.functional as F
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import paddle  # noqa: E402
-import paddle.nn.functional as F  # noqa: E402
+from paddlecls_q.fashion_mnist import CLASS_NAMES, load_split
+from paddlecls_q.models.export import export_inference_model, make_inference_cls_yaml
+from paddlecls_q.models.mobilenet_v1 import MobileNetV1
+from paddlecls_q.registry import DEMO_IMAGE, DEMO_MODEL_DIR
 
-from paddlecls_q.fashion_mnist import CLASS_NAMES, load_split  # noqa: E402
-from paddlecls_q.models.export import export_inference_model, make_inference_cls_yaml  # noqa: E402
-from paddlecls_q.models.mobilenet_v1 import MobileNetV1  # noqa: E402
-
-ASSETS = Path(paddlecls_q.__file__).resolve().parent / "assets"
-OUT_DIR = ASSETS / "demo_fashion_mnist"
-DEMO_IMAGE = ASSETS / "images" / "fashion_mnist_test_0.png"
+OUT_DIR = DEMO_MODEL_DIR
 SIZE = 32
 SCALE, MEAN, STD = 0.00392157, 0.5, 0.5
 TRANSFORM_OPS = [
@@ -52,17 +50,6 @@ def normalize(images: np.ndarray) -> np.ndarray:
     """N×32×32 uint8 -> N×3×32×32 float32: NormalizeImage's float32 arithmetic, then ToCHWImage."""
     x = (images.astype(np.float32) * np.float32(SCALE) - np.float32(MEAN)) / np.float32(STD)
     return np.repeat(x[:, None], 3, axis=1)
-
-
-def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random horizontal flip and a random shift of up to 2 pixels (zero padding = the black background)."""
-    flip = rng.random(len(images)) < 0.5
-    images = np.where(flip[:, None, None], images[:, :, ::-1], images)
-    padded = np.pad(images, ((0, 0), (2, 2), (2, 2)))
-    out = np.empty_like(images)
-    for i, (dy, dx) in enumerate(rng.integers(0, 5, size=(len(images), 2))):
-        out[i] = padded[i, dy : dy + SIZE, dx : dx + SIZE]
-    return out
 
 
 def _depthwise_as_matmul(conv: paddle.nn.Conv2D, x: paddle.Tensor) -> paddle.Tensor:
@@ -90,7 +77,11 @@ def fast_depthwise(model: paddle.nn.Layer) -> Iterator[None]:
 
 
 def train(model: paddle.nn.Layer, images: np.ndarray, labels: np.ndarray, args: argparse.Namespace) -> None:
-    """Adam with linear warm-up and cosine decay, light augmentation, fixed seeds."""
+    """SGD with Nesterov momentum, linear warm-up and cosine decay, fixed seeds.
+
+    No augmentation: in a few epochs the model underfits; flips and shifts slowed learning (74% vs 79%
+    train top-1 after 300 steps).
+    """
     rng = np.random.default_rng(args.seed)
     steps_per_epoch = len(images) // args.batch_size
     total = steps_per_epoch * args.epochs
@@ -106,7 +97,7 @@ def train(model: paddle.nn.Layer, images: np.ndarray, labels: np.ndarray, args: 
             order = rng.permutation(len(images))
             for step in range(steps_per_epoch):
                 batch = order[step * args.batch_size : (step + 1) * args.batch_size]
-                x = paddle.to_tensor(normalize(augment(images[batch], rng) if args.augment else images[batch]))
+                x = paddle.to_tensor(normalize(images[batch]))
                 y = paddle.to_tensor(labels[batch])
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
@@ -170,8 +161,9 @@ def write_readme(args: argparse.Namespace, dygraph_top1: float, inference_top1: 
         "PaddleClas's MobileNetV1 (scale 0.25, class_num 10), trained from scratch by `scripts/train_demo.py` on the\n"
         "60,000 Fashion-MNIST training images (Debian `dataset-fashion-mnist`, MIT licence) at 32×32 RGB input\n"
         "(grey image in 3 channels), with the preprocessing in `inference_cls.yaml`.\n\n"
-        f"- Training: {args.epochs} epochs, batch {args.batch_size}, Adam lr {args.lr} with warm-up and cosine decay,\n"
-        f"  random flip and ±2 px shift, seed {args.seed}; {train_seconds / 60:.1f} min wall time on a 2-core CPU.\n"
+        f"- Training: {args.epochs} epochs, batch {args.batch_size}, SGD with Nesterov momentum 0.9, lr {args.lr},\n"
+        f"  warm-up then cosine decay, no augmentation, seed {args.seed}: {train_seconds / 60:.1f} min wall time\n"
+        "  (data loading + training) on a 2-core CPU.\n"
         f"- FP32 top-1 on all 10,000 test images: {dygraph_top1:.2%} (dygraph), "
         f"{inference_top1:.2%} (Paddle Inference, oneDNN).\n"
         f"- Folder size: {size_kb:.0f} KiB.\n\n"
@@ -183,10 +175,9 @@ def write_readme(args: argparse.Namespace, dygraph_top1: float, inference_top1: 
 def main() -> None:
     """Train, evaluate, export and document the demo model."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.1)
-    parser.add_argument("--augment", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
     args = parser.parse_args()

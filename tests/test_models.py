@@ -6,10 +6,8 @@ import gzip
 import struct
 from pathlib import Path
 
-import paddlecls_q  # noqa: F401  (turns the PIR API off before paddle is imported)
-
 import numpy as np
-import paddle
+import paddle  # conftest imported paddlecls_q first, which turns the PIR API off
 import pytest
 import yaml
 
@@ -20,7 +18,6 @@ from paddlecls_q.models.export import export_inference_model, make_inference_cls
 from paddlecls_q.models.mobilenet_v1 import MobileNetV1
 from paddlecls_q.models.resnet_vd import ResNet50_vd
 
-DEMO_DIR = Path(paddlecls_q.__file__).resolve().parent / "assets" / "demo_fashion_mnist"
 SMALL_OPS = [
     {"ResizeImage": {"size": 64}},
     {"NormalizeImage": {"scale": 0.00392157, "mean": [0.5] * 3, "std": [0.5] * 3, "order": ""}},
@@ -97,9 +94,9 @@ def test_read_idx_rejects_truncated_and_corrupt_files(tmp_path: Path) -> None:
             read_idx(path)
 
 
-def test_bundled_demo_model_is_complete() -> None:
+def test_bundled_demo_model_is_complete(demo_model_dir: Path) -> None:
     for name in ("inference.pdmodel", "inference.pdiparams", "inference_cls.yaml", "label_list.txt"):
-        assert (DEMO_DIR / name).is_file(), name
-    config = load_inference_cls_yaml(DEMO_DIR / "inference_cls.yaml")
+        assert (demo_model_dir / name).is_file(), name
+    config = load_inference_cls_yaml(demo_model_dir / "inference_cls.yaml")
     assert config.class_id_map_file == "label_list.txt"
-    assert len((DEMO_DIR / "label_list.txt").read_text().splitlines()) == 10
+    assert len((demo_model_dir / "label_list.txt").read_text().splitlines()) == 10

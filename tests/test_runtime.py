@@ -95,3 +95,4 @@ def test_engines_use_the_requested_threads(demo_model_dir):
     ov_runtime.infer(np.zeros((1, 3, 32, 32), np.float32))
     compiled = next(iter(ov_runtime._requests.values())).get_compiled_model()
     assert int(compiled.get_property("INFERENCE_NUM_THREADS")) == 2
+    assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) in ("f32", "<Type: 'float32'>")

@@ -6,15 +6,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import paddlecls_q  # noqa: F401  (turns the PIR API off before paddle is imported)
-
-import paddle
+import paddle  # paddlecls_q/__init__.py ran first and turned the PIR API off
 import yaml
 
 from paddlecls_q.errors import ConfigError
+from paddlecls_q.registry import IMAGENET_LABEL_FILE
 
 LABEL_FILE = "label_list.txt"
-IMAGENET_LABEL_FILE = Path(paddlecls_q.__file__).resolve().parent / "assets" / "imagenet1k_label_list.txt"
 REFERENCE_ARCHS = ("ResNet50_vd", "MobileNetV1")
 
 # PaddleClas's ImageNet deploy preprocessing (deploy/configs/inference_cls.yaml).

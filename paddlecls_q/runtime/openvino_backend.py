@@ -46,7 +46,14 @@ class OpenVinoRuntime(Runtime):
             compiled = self.core.compile_model(
                 self.model,
                 "CPU",
-                {"INFERENCE_NUM_THREADS": self.options.threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1},
+                {
+                    "INFERENCE_NUM_THREADS": self.options.threads,
+                    "PERFORMANCE_HINT": "LATENCY",
+                    "NUM_STREAMS": 1,
+                    # Left alone, OpenVINO picks bf16 on CPUs it thinks can run it, which moved
+                    # FP32 scores by 7e-4 here; precision must come from the model, not the engine.
+                    "INFERENCE_PRECISION_HINT": "f32",
+                },
             )
             self._requests[shape] = compiled.create_infer_request()
         return self._requests[shape]

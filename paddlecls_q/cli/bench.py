@@ -1,0 +1,135 @@
+"""`paddlecls-q bench`: the seed's runtime and end-to-end latency tables, measured on this machine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from paddlecls_q import bench, registry, report
+from paddlecls_q.bench import BenchModels, BenchResult, BenchSettings
+from paddlecls_q.cli.app import JSON_SCHEMA_VERSION, command, console, err_console, print_json
+from paddlecls_q.config import BACKENDS, choice
+from paddlecls_q.errors import BackendUnavailableError, ConfigError
+from paddlecls_q.registry import PRECISION_MODES
+
+FORMATS = ("table", "markdown", "json", "csv")
+
+
+@command("bench")
+def bench_command(
+    model_dir: Annotated[Path | None, typer.Option("--model-dir", help="FP32 Paddle inference model folder.")] = None,
+    int8_dir: Annotated[
+        Path | None, typer.Option("--int8-dir", help="Its INT8 version (the output of `paddlecls-q quantize`).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Registry model name (downloaded FP32 and INT8).")
+    ] = None,
+    backends: Annotated[
+        str | None,
+        typer.Option("--backends", help=f"Comma-separated engines: {','.join(BACKENDS)} [default: the device's]."),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu or gpu.")] = "cpu",
+    threads: Annotated[int, typer.Option("--threads", help="CPU threads for every engine and for preprocessing.")] = 1,
+    iters: Annotated[int, typer.Option("--iters", help="Timed iterations per engine and precision.")] = 1000,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed iterations first.")] = 100,
+    image: Annotated[Path, typer.Option("--image", help="Photo to time (decoded once).")] = registry.DEFAULT_PHOTO,
+    modes: Annotated[str, typer.Option("--modes", help=f"Comma-separated: {','.join(PRECISION_MODES)}.")] = ",".join(
+        PRECISION_MODES
+    ),
+    output_format: Annotated[str, typer.Option("--format", help=f"Output: {', '.join(FORMATS)}.")] = "table",
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Write the output to this file instead of stdout.")
+    ] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Also draw a PNG chart here.")] = None,
+    schedule: Annotated[
+        str,
+        typer.Option("--schedule", help="interleaved (round-robin in blocks; fair on a busy machine) or sequential."),
+    ] = "interleaved",
+    block: Annotated[int, typer.Option("--block", help="Iterations per turn of the interleaved schedule.")] = 10,
+    bare_loop: Annotated[
+        bool,
+        typer.Option("--bare-loop/--no-bare-loop", help="Also time the engine's own API, to show the wrapper's cost."),
+    ] = True,
+    from_json: Annotated[
+        list[Path] | None,
+        typer.Option("--from-json", help="Render saved `--format json` results (repeatable) instead of measuring."),
+    ] = None,
+    title: Annotated[str | None, typer.Option("--title", help="Heading of the markdown document.")] = None,
+) -> None:
+    """Time FP32 and INT8 on each engine: runtime and end-to-end latency, statistics and speedups."""
+    output_format = choice(output_format, FORMATS, "format")
+    if from_json:
+        if model_dir is not None or int8_dir is not None or model is not None:
+            raise ConfigError("--from-json renders saved results; don't combine it with --model-dir/--int8-dir/--model")
+        results = [result for path in from_json for result in report.load_json(path, JSON_SCHEMA_VERSION)]
+    else:
+        settings = bench.make_settings(
+            backends=backends,
+            device=device,
+            threads=threads,
+            iters=iters,
+            warmup=warmup,
+            modes=modes,
+            image=image,
+            schedule=choice(schedule, ("interleaved", "sequential"), "schedule"),
+            block=block,
+            bare_loop=bare_loop,
+        )
+        if plot is not None and plot.suffix.lower() != ".png":
+            raise ConfigError(f"--plot {plot}: the chart is written as PNG; give a .png file name")
+        models = bench.resolve_models(model_dir, int8_dir, model)
+        result = _measure(models, settings)
+        if not any(cell.ran for cell in result.cells):
+            reasons = "; ".join(f"{cell.backend} {cell.mode}: {cell.reason}" for cell in result.cells)
+            raise BackendUnavailableError(f"nothing could run: {reasons}")
+        results = [result]
+        for warning in result.warnings:
+            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    _write(results, output_format, output, title)
+    if plot is not None:
+        report.plot(results, plot)
+        err_console.print(f"chart written to {plot}", highlight=False)
+
+
+def _measure(models: BenchModels, settings: BenchSettings) -> BenchResult:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("timing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("bench", total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        return bench.run_benchmark(models, settings, progress=advance)
+
+
+def _write(results: list[BenchResult], output_format: str, output: Path | None, title: str | None) -> None:
+    if output_format == "table" and output is None:
+        for renderable in report.render_rich(results):
+            console.print(renderable)
+        return
+    if output_format == "json" and output is None:
+        print_json("bench", report.json_payload(results))
+        return
+    if output_format == "json":
+        text = json.dumps(report.json_document(results, JSON_SCHEMA_VERSION), indent=2, default=str) + "\n"
+    elif output_format == "csv":
+        text = report.render_csv(results)
+    else:  # markdown, or a table written to a file
+        text = report.render_markdown(results, title)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    err_console.print(f"{output_format} written to {output}", highlight=False)
