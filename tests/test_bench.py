@@ -521,7 +521,7 @@ def test_reference_figures_appear_when_the_folder_name_is_a_registry_model(
     assert "| 76.14 | 35.43 | None | None | 2.15 | 79.12 | 78.87 |" in seed_rows[0]
     assert "| 77.43 | 41.90 | None | None | 1.85 | 79.12 | 78.87 |" in seed_rows[1]
     measured = next(line for line in text.splitlines() if line.startswith("| ResNet50_vd | ONNX Runtime"))
-    assert "| n/a |" in measured  # random weights: the published top-1 does not apply
+    assert "| n/a [" in measured and "top-1 not evaluated" in text  # random weights: published top-1 does not apply
 
 
 # ---- the command line -----------------------------------------------------------------------------

@@ -39,9 +39,16 @@ def test_exported_model_matches_dygraph(tmp_path: Path) -> None:
     model = MobileNetV1(scale=0.25, class_num=7)
     settle_batch_norm(model, paddle.randn([8, 3, 64, 64]))
     labels = [f"{i} class {i}" for i in range(7)]
-    folder = export_inference_model(model, tmp_path / "m", (1, 3, 64, 64), make_inference_cls_yaml(SMALL_OPS, 3), labels)
+    folder = export_inference_model(
+        model, tmp_path / "m", (1, 3, 64, 64), make_inference_cls_yaml(SMALL_OPS, 3), labels
+    )
 
-    assert {p.name for p in folder.iterdir()} == {"inference.pdmodel", "inference.pdiparams", "inference_cls.yaml", "label_list.txt"}
+    assert {p.name for p in folder.iterdir()} == {
+        "inference.pdmodel",
+        "inference.pdiparams",
+        "inference_cls.yaml",
+        "label_list.txt",
+    }
     config = load_inference_cls_yaml(folder / "inference_cls.yaml")
     assert config.topk == 3 and config.class_id_map_file == "label_list.txt"
     assert (folder / "label_list.txt").read_text().splitlines() == labels
@@ -78,7 +85,9 @@ def write_idx(path: Path, data: np.ndarray, compress: bool = True) -> Path:
 def test_read_idx_round_trips(tmp_path: Path) -> None:
     data = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
     np.testing.assert_array_equal(read_idx(write_idx(tmp_path / "x-idx3-ubyte.gz", data)), data)
-    np.testing.assert_array_equal(read_idx(write_idx(tmp_path / "y-idx1-ubyte", data[0, 0], compress=False)), data[0, 0])
+    np.testing.assert_array_equal(
+        read_idx(write_idx(tmp_path / "y-idx1-ubyte", data[0, 0], compress=False)), data[0, 0]
+    )
 
 
 def test_read_idx_rejects_truncated_and_corrupt_files(tmp_path: Path) -> None:

@@ -133,7 +133,9 @@ def make_reference_model(arch: str, out_dir: Path, seed: int = 0) -> Path:
     model = build_model(arch)
     settle_batch_norm(model, _smooth_noise(8, 224))
     labels = IMAGENET_LABEL_FILE.read_text(encoding="utf-8").splitlines()
-    return export_inference_model(model, Path(out_dir), (1, 3, 224, 224), make_inference_cls_yaml(IMAGENET_TRANSFORM_OPS, 5), labels)
+    return export_inference_model(
+        model, Path(out_dir), (1, 3, 224, 224), make_inference_cls_yaml(IMAGENET_TRANSFORM_OPS, 5), labels
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

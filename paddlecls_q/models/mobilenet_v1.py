@@ -27,7 +27,9 @@ BLOCKS = [
 class ConvBNLayer(nn.Layer):
     """Conv (no bias) + BatchNorm + ReLU."""
 
-    def __init__(self, num_channels: int, filter_size: int, num_filters: int, stride: int, padding: int, num_groups: int = 1):
+    def __init__(
+        self, num_channels: int, filter_size: int, num_filters: int, stride: int, padding: int, num_groups: int = 1
+    ):
         super().__init__()
         self.conv = nn.Conv2D(
             num_channels,
@@ -49,7 +51,9 @@ class ConvBNLayer(nn.Layer):
 class DepthwiseSeparable(nn.Layer):
     """3x3 depthwise ConvBN then 1x1 pointwise ConvBN."""
 
-    def __init__(self, num_channels: int, num_filters1: int, num_filters2: int, num_groups: int, stride: int, scale: float):
+    def __init__(
+        self, num_channels: int, num_filters1: int, num_filters2: int, num_groups: int, stride: int, scale: float
+    ):
         super().__init__()
         self.depthwise_conv = ConvBNLayer(
             num_channels, 3, int(num_filters1 * scale), stride, 1, num_groups=int(num_groups * scale)

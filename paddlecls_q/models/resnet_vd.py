@@ -16,7 +16,15 @@ STAGE_IN_CHANNELS = [64, 256, 512, 1024]
 class ConvBNLayer(nn.Layer):
     """Conv (no bias) + BatchNorm (+ ReLU); in vd mode a 2x2 avg pool does the striding instead of the conv."""
 
-    def __init__(self, num_channels: int, num_filters: int, filter_size: int, stride: int = 1, is_vd_mode: bool = False, act: str | None = None):
+    def __init__(
+        self,
+        num_channels: int,
+        num_filters: int,
+        filter_size: int,
+        stride: int = 1,
+        is_vd_mode: bool = False,
+        act: str | None = None,
+    ):
         super().__init__()
         self.is_vd_mode = is_vd_mode
         self.act = act
