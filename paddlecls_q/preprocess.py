@@ -16,17 +16,23 @@ config is refused up front with a ConfigError instead:
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import cv2
-import numpy as np
-from PIL import Image
+# Pillow's own bomb check only warns below 2 × 89.5 M pixels; 64 M pixels is already ~200 MB as BGR.
+MAX_IMAGE_PIXELS = 64_000_000
+# OpenCV then refuses bigger images from their header, before allocating (read when cv2 is first imported).
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
 
-from paddlecls_q.config import (
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from paddlecls_q.config import (  # noqa: E402
     CropImageOp,
     InferenceClsConfig,
     NormalizeImageOp,
@@ -34,10 +40,7 @@ from paddlecls_q.config import (
     StrictModel,
     ToCHWImageOp,
 )
-from paddlecls_q.errors import ConfigError, InputError
-
-# Pillow's own bomb check only warns below 2 × 89.5 M pixels; 64 M pixels is already ~200 MB as BGR.
-MAX_IMAGE_PIXELS = 64_000_000
+from paddlecls_q.errors import ConfigError, InputError  # noqa: E402
 
 # warnings.catch_warnings swaps process-wide filters; concurrent readers (evaluate's thread pool) must take turns.
 _PILLOW_WARNINGS_LOCK = threading.Lock()
@@ -68,37 +71,40 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     that non-ASCII paths work, and the pixel count is checked from the header before decoding.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: image not found")
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder, not an image file")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: empty file (0 bytes), not an image")
-    _check_pixel_count(path)
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        raise InputError(f"{path}: image not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder, not an image file") from None
     except OSError as error:
         raise InputError(f"{path}: cannot read the file ({error.strerror or error})") from None
+    if not data:
+        raise InputError(f"{path}: empty file (0 bytes), not an image")
     try:
-        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     except cv2.error:
-        bgr = None
-    if bgr is None:
+        bgr = None  # OpenCV raises on images over OPENCV_IO_MAX_IMAGE_PIXELS; the size check below says so
+    if bgr is None or bgr.shape[0] * bgr.shape[1] > MAX_IMAGE_PIXELS:
+        # Also catches a process that imported cv2 before us, where OpenCV's own limit is 2**30 pixels.
+        _check_pixel_count(path, data)
+        if bgr is not None:
+            raise InputError(f"{path}: image too large: {bgr.shape[1]}x{bgr.shape[0]}, the limit is {MAX_IMAGE_PIXELS:,} pixels")
         raise InputError(f"{path}: not an image OpenCV can decode (corrupt file or unsupported format)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _check_pixel_count(path: Path) -> None:
-    """Refuse images over MAX_IMAGE_PIXELS from their header alone (Pillow opens lazily)."""
+def _check_pixel_count(path: Path, data: bytes) -> None:
+    """Refuse images over MAX_IMAGE_PIXELS, naming their size (Pillow reads only the header)."""
     try:
         with _PILLOW_WARNINGS_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, with our own message
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
     except Image.DecompressionBombError as error:
         raise InputError(f"{path}: image too large ({error})") from None
     except (OSError, ValueError, SyntaxError):
-        # Not a format Pillow knows (or not an image at all): OpenCV decides, within its own 2**30-pixel limit.
         return
     if width * height > MAX_IMAGE_PIXELS:
         raise InputError(

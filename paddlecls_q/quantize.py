@@ -833,7 +833,7 @@ def align_weight_dtypes(program: Path, params: Path) -> int:
     PaddleSlim's ONNX-format save stores quantized weights as int8 but leaves them declared
     FP32 in the program, so a size check of the params against the program fails. The combined
     params file lists every persistable tensor in name order, each with its own TensorDesc;
-    nothing is changed unless that walk covers the file exactly and every shape matches.
+    nothing is changed unless that walk covers the file exactly and every size matches.
     """
     import struct
 
@@ -869,7 +869,8 @@ def align_weight_dtypes(program: Path, params: Path) -> int:
     for name, tensor in stored.items():
         holder = variables[name].type
         declared = (holder.dense_tensor if hasattr(holder, "dense_tensor") else holder.lod_tensor).tensor
-        if list(declared.dims) != list(tensor.dims) and -1 not in declared.dims:
+        # Scales are saved as [1, C] or [] where the program says [C] or [1]: compare sizes.
+        if -1 not in declared.dims and int(np.prod(declared.dims)) != int(np.prod(tensor.dims)):
             return 0
     for name, tensor in stored.items():
         holder = variables[name].type

@@ -58,7 +58,9 @@ def process_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def engine_images_per_s(classifier: Classifier, batches: list[np.ndarray], images: int, batch: int) -> tuple[float, float]:
+def engine_images_per_s(
+    classifier: Classifier, batches: list[np.ndarray], images: int, batch: int
+) -> tuple[float, float]:
     """The engine alone, as many batches as eval runs (cycling over the pre-made ones): images/s, CPU µs/image."""
     runtime = classifier.runtime
     calls = -(-images // batch)

@@ -245,8 +245,9 @@ def test_batch_size_follows_the_model_and_the_backend():
 def test_default_workers_leave_the_engine_its_cores():
     assert default_workers(threads=1, cores=2) == 1
     assert default_workers(threads=2, cores=2) == 1
-    assert default_workers(threads=1, cores=8) == 7
+    assert default_workers(threads=1, cores=4) == 3
     assert default_workers(threads=4, cores=8) == 4
+    assert default_workers(threads=1, cores=16) == 4  # capped: the workers share the GIL
     assert default_workers(threads=7, cores=8) == 1
 
 

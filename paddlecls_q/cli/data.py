@@ -21,7 +21,8 @@ def fashion_mnist_command(
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N images of each split.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace DIR if it exists.")] = False,
     idx_dir: Annotated[
-        Path | None, typer.Option("--idx-dir", help="Folder of the IDX .gz files [default: Debian's package].")
+        Path | None,
+        typer.Option("--idx-dir", help="Folder of the IDX .gz files (default: /usr/share/datasets/fashion-mnist)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:

@@ -33,7 +33,7 @@ def eval_command(
     limit: Annotated[int | None, typer.Option("--limit", help="Evaluate only N images.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="An unreadable image is an error.")] = False,
     workers: Annotated[
-        int | None, typer.Option("--workers", help="Decoding threads [default: what fits beside --threads].")
+        int | None, typer.Option("--workers", help="Decoding threads (default: what fits beside --threads).")
     ] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="GPU: let the engine run FP16 kernels.")] = False,
     pinned_memory: Annotated[bool, typer.Option("--pinned-memory", help="GPU: pinned host buffers.")] = False,
