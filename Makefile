@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_IMAGE := paddlecls_q/assets/images/fashion_mnist_test_0.png
 REFERENCE_MODELS := .cache/models
 
-.PHONY: demo test lint models clean
+.PHONY: demo test lint models bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ lint: $(STAMP)
 models: $(STAMP)
 	$(BIN)/python -m paddlecls_q.models.export ResNet50_vd $(REFERENCE_MODELS)/ResNet50_vd
 	$(BIN)/python -m paddlecls_q.models.export MobileNetV1 $(REFERENCE_MODELS)/MobileNetV1
+
+# The seed's latency tables: ResNet50_vd and MobileNetV1 (FP32 + quantize's PTQ) on every CPU engine, 1 thread
+# -> docs/benchmarks.md and docs/benchmarks.png (about 10 minutes on 2 cores).
+bench: $(STAMP)
+	BIN=$(BIN) REFERENCE_MODELS=$(REFERENCE_MODELS) scripts/make_bench.sh
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

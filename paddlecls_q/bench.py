@@ -6,8 +6,8 @@ every cell alike and the ratios between cells stay fair. Each timed cycle makes,
 three calls on the same photo:
 
 - runtime: `Runtime.infer(batch)` on the preprocessed photo (the seed's "Runtime" table);
-- end to end: preprocess the decoded photo → engine → probabilities → top-k (decoding excluded, as
-  the photo is decoded once; the seed's "end-to-end" table);
+- end to end: preprocess the decoded photo → engine → top-k classes and their probabilities (decoding
+  excluded, as the photo is decoded once; the seed's "end-to-end" table);
 - bare: the engine's own API called directly, to show what paddlecls-q's wrapper costs.
 
 Every call also records the process CPU time it used, which a preempted process does not accrue:
@@ -21,6 +21,7 @@ import contextlib
 import datetime
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import time
@@ -46,9 +47,9 @@ from paddlecls_q.config import (
     load_inference_cls_yaml,
     validate,
 )
-from paddlecls_q.errors import ConfigError, ModelFormatError, PaddleClsQError
+from paddlecls_q.errors import BackendUnavailableError, ConfigError, ModelFormatError, PaddleClsQError
 from paddlecls_q.fast_preprocess import FastPreprocessor, compile_plan
-from paddlecls_q.infer import to_probabilities
+from paddlecls_q.infer import are_probabilities, to_probabilities
 from paddlecls_q.model_files import ModelFiles, find_model_files, require_inference_cls_yaml
 from paddlecls_q.preprocess import Preprocessor, build_preprocessor, read_image
 from paddlecls_q.registry import PRECISION_MODES, ModelEntry
@@ -445,6 +446,7 @@ class _LoadedCell:
     topk: int
     probabilities: np.ndarray
     bare: Callable[[], Any] | None
+    outputs_are_probabilities: bool
 
 
 class _Timings:
@@ -492,42 +494,35 @@ def opencv_threads(threads: int) -> Iterator[None]:
         cv2.setNumThreads(before)
 
 
-def to_probabilities_fast(outputs: np.ndarray) -> np.ndarray:
-    """`infer.to_probabilities` (softmax unless the model already ends in one), ~5x quicker on 1000 classes.
+def top_k(probabilities: np.ndarray, k: int) -> list[int]:
+    """Indices of the k highest scores, best first, equal scores in index order.
 
-    np.allclose(sums, 1, atol=1e-3) is |sums - 1| <= 1e-3 + 1e-5 * 1 (its default rtol): written out,
-    it skips allclose's temporaries. Same results, NaN and inf included (tests/test_bench.py checks).
+    Among scores tied exactly at the k-th place, which ones make the cut is up to np.argpartition.
     """
-    outputs = outputs.reshape(outputs.shape[0], -1)
-    if outputs.dtype != np.float32:
-        outputs = outputs.astype(np.float32)
-    if outputs.min() >= 0 and bool(np.all(np.abs(outputs.sum(axis=1) - 1.0) <= 1e-3 + 1e-5)):
-        return outputs
-    shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+    return [index for index, _ in _ranked(probabilities, k)]
 
 
-def top_k(probabilities: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k highest scores, best first (what the end-to-end path returns)."""
-    if k >= probabilities.shape[0]:
-        return np.argsort(-probabilities, kind="stable")
-    candidates = np.argpartition(probabilities, -k)[-k:]
-    return candidates[np.argsort(-probabilities[candidates], kind="stable")]
+def top_k_probabilities(scores: np.ndarray, k: int, softmax: bool) -> list[tuple[int, float]]:
+    """The end-to-end postprocessing of one image: (class, probability) of the k best classes, best first.
+
+    With `softmax` (a model that outputs logits) only the k returned probabilities are computed, over the
+    full normalizer: softmax keeps the order of the logits, so ranking them needs no exponentials.
+    """
+    ranked = _ranked(scores, k)
+    if not softmax:
+        return ranked
+    peak = float(scores.max())
+    total = float(np.exp(scores - np.float32(peak), dtype=np.float32).sum(dtype=np.float32))
+    return [(index, math.exp(value - peak) / total) for index, value in ranked]
 
 
-def _create_runtime(files: ModelFiles, options: RuntimeOptions) -> Runtime:
-    if options.backend == "paddle":
-        from paddlecls_q.runtime.paddle_backend import PaddleRuntime
-
-        class PaddleRuntimeKeepingConfig(PaddleRuntime):
-            """PaddleRuntime that keeps its inference.Config, so the bench can read the thread count back."""
-
-            def configure(self, config: Any, inference: Any) -> None:
-                super().configure(config, inference)
-                self.inference_config = config
-
-        return PaddleRuntimeKeepingConfig(files, options)
-    return create_runtime(files, options)
+def _ranked(scores: np.ndarray, k: int) -> list[tuple[int, float]]:
+    if k >= scores.shape[0]:
+        candidates, values = list(range(scores.shape[0])), scores.tolist()
+    else:
+        candidates = np.argpartition(scores, -k)[-k:].tolist()
+        values = scores[candidates].tolist()
+    return sorted(zip(candidates, values), key=lambda pair: (-pair[1], pair[0]))
 
 
 def _check_threads(runtime: Runtime, batch: np.ndarray, threads: int) -> tuple[ThreadCheck, str]:
@@ -537,17 +532,13 @@ def _check_threads(runtime: Runtime, batch: np.ndarray, threads: int) -> tuple[T
         options = runtime.session.get_session_options()
         return ThreadCheck(threads, int(options.intra_op_num_threads), "SessionOptions.intra_op_num_threads"), "fp32"
     if backend == "openvino":
-        compiled = runtime._request_for(tuple(batch.shape)).get_compiled_model()
+        compiled = runtime.request_for(tuple(batch.shape)).get_compiled_model()
         reported = int(compiled.get_property("INFERENCE_NUM_THREADS"))
         precision = str(compiled.get_property("INFERENCE_PRECISION_HINT")).removeprefix("<Type: '").removesuffix("'>")
         return ThreadCheck(threads, reported, 'compiled_model.get_property("INFERENCE_NUM_THREADS")'), precision
     if backend == "paddle":
-        config = getattr(runtime, "config", None) or getattr(runtime, "inference_config", None)
-        if config is None:
-            return ThreadCheck(threads, None, "PaddleRuntime keeps no inference.Config"), ""
-        return ThreadCheck(
-            threads, int(config.cpu_math_library_num_threads()), "Config.cpu_math_library_num_threads()"
-        ), "fp32"
+        reported = int(runtime.config.cpu_math_library_num_threads())
+        return ThreadCheck(threads, reported, "Config.cpu_math_library_num_threads()"), "fp32"
     return ThreadCheck(threads, None, "GPU engine: a CPU thread count does not apply"), ""
 
 
@@ -558,7 +549,7 @@ def _bare_call(runtime: Runtime, batch: np.ndarray) -> tuple[Callable[[], Any] |
         session, outputs, feed = runtime.session, [runtime.output_name], {runtime.input_name: batch}
         return (lambda: session.run(outputs, feed)), "InferenceSession.run"
     if backend == "openvino":
-        request = runtime._request_for(tuple(batch.shape))
+        request = runtime.request_for(tuple(batch.shape))
         inputs = {0: batch}
         return (lambda: request.infer(inputs)), "InferRequest.infer"
     if backend == "paddle":
@@ -593,14 +584,15 @@ def _load_cell(
         },
         f"{result.backend} {mode}",
     )
-    reference = build_preprocessor(config)
+    reference = build_preprocessor(config, fast=False)
     fast = compile_plan(reference)
     preprocess: Preprocessor | FastPreprocessor = fast or reference
     result.preprocessor = "fast_preprocess plan (bit-identical)" if fast else "paddlecls_q.preprocess"
-    runtime = _create_runtime(files, options)
+    runtime = create_runtime(files, options)
     tensor = preprocess(image)
     batch = np.ascontiguousarray(tensor[None])
-    probabilities = to_probabilities(runtime.infer(batch))[0]
+    outputs = runtime.infer(batch)
+    probabilities = to_probabilities(outputs)[0]
     result.threads, result.precision = _check_threads(runtime, batch, settings.threads)
     bare, result.bare_note = (
         _bare_call(runtime, batch) if settings.bare_loop else (None, "not measured (--no-bare-loop)")
@@ -610,21 +602,23 @@ def _load_cell(
     result.top1_score = float(probabilities[result.top1_class])
     buffer = np.empty_like(tensor) if fast is not None and tensor.dtype == np.float32 else None
     topk = max(1, min(config.topk, probabilities.shape[0]))
-    return _LoadedCell(result, runtime, preprocess, batch, buffer, topk, probabilities, bare)
+    # PaddleClas exports end in softmax; like PaddleClas's Topk, the timed path decides that once per model.
+    outputs_are_probabilities = are_probabilities(outputs)
+    return _LoadedCell(result, runtime, preprocess, batch, buffer, topk, probabilities, bare, outputs_are_probabilities)
 
 
 def _cycle_steps(
     cell: _LoadedCell, image: np.ndarray, timings: dict[str, _Timings]
 ) -> list[tuple[Callable[[], Any], _Timings]]:
     runtime, batch, preprocess, buffer, topk = cell.runtime, cell.batch, cell.preprocess, cell.buffer, cell.topk
+    softmax = not cell.outputs_are_probabilities
 
     def runtime_only() -> Any:
         return runtime.infer(batch)
 
     def end_to_end() -> Any:
         tensor = preprocess(image, out=buffer) if buffer is not None else preprocess(image)
-        probabilities = to_probabilities_fast(runtime.infer(tensor[None]))[0]
-        return top_k(probabilities, topk)
+        return top_k_probabilities(runtime.infer(tensor[None]).reshape(-1), topk, softmax)
 
     steps = [(runtime_only, timings["runtime"]), (end_to_end, timings["end_to_end"])]
     if cell.bare is not None:
@@ -710,12 +704,14 @@ def _measure(
             )
 
 
-def _one_line(error: BaseException) -> str:
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    """A table-sized reason: our errors lead with the cause, engines' C++ traces end with it."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    text = lines[-1] if lines else ""
     if isinstance(error, PaddleClsQError):
-        return text or type(error).__name__
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+        text = lines[0] if lines else type(error).__name__
+    else:
+        text = f"{type(error).__name__}: {lines[-1]}" if lines else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _inference_config(files: ModelFiles, fallback: ModelFiles | None) -> tuple[InferenceClsConfig, str]:
@@ -764,7 +760,9 @@ def run_benchmark(
                         if configs[key][1]:
                             warnings.append(configs[key][1])
                     loaded.append(_load_cell(result, files, configs[key][0], settings, image))
-                except Exception as error:  # noqa: BLE001 - a missing or failing engine fails its own cells only
+                except BackendUnavailableError as error:  # not installed, or no device: n/a, like the GPU modes
+                    result.status, result.reason = "n/a", _one_line(error)
+                except Exception as error:  # noqa: BLE001 - an engine that can't load the model fails its own cells
                     result.status, result.reason = "failed", _one_line(error)
         _measure(loaded, image, settings, progress)
         preprocessing = _measure_preprocessing(configs, image, settings) if loaded else {}
@@ -864,7 +862,7 @@ def _measure_preprocessing(
 ) -> dict[str, LatencyStats]:
     """Preprocessing alone, three ways, interleaved: PaddleClas's plain steps, paddlecls_q.preprocess, the fast plan."""
     config = (configs.get("fp32") or configs.get("int8"))[0]
-    reference = build_preprocessor(config)
+    reference = build_preprocessor(config, fast=False)
     candidates: dict[str, Callable[[], Any]] = {"paddlecls_q.preprocess": lambda: reference(image)}
     fast = compile_plan(reference)
     if fast is not None:

@@ -416,7 +416,14 @@ class PtqSection(StrictModel):
     hist_percent: float = Field(default=0.999, gt=0, le=1)
     bias_correction: bool = False
     weight_quantize_type: Literal["channel_wise_abs_max", "abs_max"] = "channel_wise_abs_max"
-    quantize_op_types: tuple[str, ...] = ("conv2d", "depthwise_conv2d", "conv2d_transpose", "mul", "matmul", "matmul_v2")
+    quantize_op_types: tuple[str, ...] = (
+        "conv2d",
+        "depthwise_conv2d",
+        "conv2d_transpose",
+        "mul",
+        "matmul",
+        "matmul_v2",
+    )
 
     @field_validator("calibration_method")
     @classmethod
@@ -463,9 +470,12 @@ class QuantizeConfig(StrictModel):
         if method is not None:
             return choice(method, QUANTIZE_METHODS, "method")
         has_ptq = "PTQ" in self.model_fields_set
-        has_qat = bool({"QuantAware", "Distillation"} & self.model_fields_set)
+        has_qat = bool({"QuantAware", "Distillation", "TrainConfig"} & self.model_fields_set)
         if has_ptq and has_qat:
-            raise ConfigError("the config has both PTQ and QuantAware/Distillation sections; pass --method ptq or qat")
+            raise ConfigError(
+                "the config has a PTQ section and QAT sections (QuantAware, Distillation, TrainConfig); "
+                "pass --method ptq or qat"
+            )
         return "qat" if has_qat else "ptq"
 
     def image_folder(self, method: str) -> Path:
@@ -481,9 +491,10 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """Relative paths in the file are relative to the file's folder."""
 
     def resolve(value: Any) -> Any:
-        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-            return str(base / value)
-        return str(Path(value).expanduser()) if isinstance(value, str) and value else value
+        if not isinstance(value, str) or not value:
+            return value
+        path = Path(value).expanduser()
+        return str((path if path.is_absolute() else base / path).resolve())
 
     data = {**data}
     for section, keys in (

@@ -65,6 +65,15 @@ def _read_legacy_program(program: Path, params: Path) -> bool:
     op_types = {op.type for op in block.ops}
     if "feed" not in op_types or "fetch" not in op_types:
         raise ModelFormatError(f"{program}: not an inference model (no feed/fetch ops); export it with paddle.jit.save")
+    # PaddleSlim stores the weights that feed dequantize_linear as int8 but still declares them float32.
+    int8_weights = {
+        name
+        for op in block.ops
+        if op.type == "dequantize_linear"
+        for argument in op.inputs
+        if argument.parameter == "X"
+        for name in argument.arguments
+    }
     weight_bytes = 0
     for var in block.vars:
         if not var.persistable or var.type.type != 7 or var.name in ("feed", "fetch"):  # 7: LOD_TENSOR
@@ -75,7 +84,7 @@ def _read_legacy_program(program: Path, params: Path) -> bool:
         numel = 1
         for dim in tensor.dims:
             numel *= max(dim, 0)
-        weight_bytes += numel * _DTYPE_BYTES.get(tensor.data_type, 4)
+        weight_bytes += numel * (1 if var.name in int8_weights else _DTYPE_BYTES.get(tensor.data_type, 4))
     if params.stat().st_size < weight_bytes:
         raise ModelFormatError(
             f"{params}: truncated params file ({params.stat().st_size} bytes, the model's weights need {weight_bytes})"

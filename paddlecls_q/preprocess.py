@@ -158,9 +158,18 @@ class Preprocessor:
         return image
 
 
-def build_preprocessor(config: InferenceClsConfig) -> Preprocessor:
-    """The Preprocessor of an `inference_cls.yaml` loaded with `load_inference_cls_yaml`."""
-    return Preprocessor(config.transform_ops, source=f"{config.source}: PreProcess")
+def build_preprocessor(config: InferenceClsConfig, fast: bool = True) -> Preprocessor:
+    """The Preprocessor of an `inference_cls.yaml` loaded with `load_inference_cls_yaml`.
+
+    With `fast`, the common resize → crop → normalize → CHW chain runs as one compiled plan
+    (fast_preprocess.py) that gives bit-identical output; other chains run op by op.
+    """
+    reference = Preprocessor(config.transform_ops, source=f"{config.source}: PreProcess")
+    if not fast:
+        return reference
+    from paddlecls_q.fast_preprocess import compile_plan  # it imports this module
+
+    return compile_plan(reference) or reference
 
 
 def _op_where(source: str, index: int, op: StrictModel) -> str:

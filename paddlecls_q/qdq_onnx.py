@@ -1,20 +1,21 @@
 """One calibration, each engine's fastest ONNX Q/DQ encoding.
 
 paddle2onnx 1.3.1 turns a PaddleSlim INT8 model into a Q/DQ graph with symmetric int8
-activations (zero point 0), float weights behind a QuantizeLinear, and an extra Q/DQ pair on
-every quantized op's output. This module rewrites that graph without changing any calibrated
+activations (zero point 0), float weights behind a QuantizeLinear, and an extra Q/DQ pair between
+each quantized op and its ReLU. This module rewrites that graph without changing any calibrated
 scale:
 
-- common: weights are stored as int8 initializers (the weight QuantizeLinear folded, 4x smaller
-  files); the Q/DQ pair between an op and the Relu right after it is dropped (Paddle Inference
-  fuses conv+relu and requantizes once, and so do the engines).
-- `openvino`: activations stay signed int8 with zero point 0 (its s8s8 kernels are the fast ones).
-- `ort`: activations become uint8. A symmetric int8 grid (scale s, zero point 0) is exactly the
-  uint8 grid (s, 128); after a Relu the uint8 grid (s, 0) holds every value of the int8 one and
-  lets ONNX Runtime fold the Relu into the QuantizeLinear, so Conv+Relu becomes one QLinearConv.
-  Where a conv reads a signed uint8 input (zero point 128: the image, residual sums) its weights
-  can be kept to 7 bits (`reduce_range`): on AVX2 without VNNI the u8*s8 pair sums of
-  VPMADDUBSW saturate int16 otherwise.
+- both engines: weights become int8 initializers (the weight QuantizeLinear folded: 4x smaller
+  files); the Q/DQ pair between an op and the ReLU right after it is dropped (Paddle Inference
+  fuses conv+ReLU and requantizes once, and so do the engines); after a ReLU, activations become
+  uint8 with zero point 0 on the same scale. That grid holds every point of the int8 (s, 0) grid
+  and continues to 255*s; ONNX Runtime folds the ReLU into the QuantizeLinear (Conv+ReLU becomes
+  one QLinearConv) and OpenVINO runs its native u8*s8 kernels.
+- `ort`: signed activations (the image, residual sums) become uint8 (s, 128), exactly the int8
+  (s, 0) grid: ONNX Runtime's s8s8 kernels are slow on AVX2. `reduce_range` can keep the weights
+  of convs reading such inputs to 7 bits (VPMADDUBSW pair sums saturate int16 without VNNI); off by
+  default, see docs/quantize.md for the measurement.
+- `openvino`: signed activations stay int8 (s, 0).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class EncodingSummary:
     int8_weights: int = 0
     reduced_range_weights: int = 0
     dropped_pre_relu_qdq: int = 0
+    float_layers: list[str] = field(default_factory=list)
     nodes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -207,17 +209,23 @@ def _activation_quantizers(graph: _Graph) -> list[Any]:
     ]
 
 
-def _to_uint8_activations(graph: _Graph, summary: EncodingSummary) -> dict[str, int]:
-    """int8 (s, 0) → uint8 (s, 128), or uint8 (s, 0) on non-negative tensors; returns the zero point per Q output."""
+def _reencode_activations(graph: _Graph, summary: EncodingSummary, signed_as_uint8: bool) -> dict[str, int]:
+    """Non-negative tensors: int8 (s, 0) → uint8 (s, 0). Signed ones: → uint8 (s, 128) if
+    `signed_as_uint8`, else left int8 (s, 0). Returns the uint8 zero point per Q output."""
     zero_points: dict[str, int] = {}
     for quantize in _activation_quantizers(graph):
         old = graph.array(quantize.input[2])
-        if old.dtype != np.int8 or np.any(old != 0):
-            continue
         consumers = graph.consumers[quantize.output[0]]
-        if any(node.op_type != "DequantizeLinear" for node in consumers):
+        if old.dtype != np.int8 or np.any(old != 0) or any(node.op_type != "DequantizeLinear" for node in consumers):
+            _count(summary, f"{old.dtype}_zero_point_{int(old.flat[0]) if old.size else 0}")
             continue
-        zero_point = 0 if _is_non_negative(graph, quantize.input[0]) else 128
+        if _is_non_negative(graph, quantize.input[0]):
+            zero_point = 0
+        elif signed_as_uint8:
+            zero_point = 128
+        else:
+            _count(summary, "int8_zero_point_0")
+            continue
         name = graph.set_initializer(
             graph.unique(f"{quantize.output[0]}_zero_point_u8"), np.full(old.shape, zero_point, dtype=np.uint8)
         )
@@ -225,17 +233,13 @@ def _to_uint8_activations(graph: _Graph, summary: EncodingSummary) -> dict[str, 
         for dequantize in consumers:
             dequantize.input[2] = name
         zero_points[quantize.output[0]] = zero_point
-        key = f"uint8_zero_point_{zero_point}"
-        summary.activation_encodings[key] = summary.activation_encodings.get(key, 0) + 1
+        _count(summary, f"uint8_zero_point_{zero_point}")
     graph.reindex()
     return zero_points
 
 
-def _count_int8_activations(graph: _Graph, summary: EncodingSummary) -> None:
-    for quantize in _activation_quantizers(graph):
-        dtype = graph.array(quantize.input[2]).dtype
-        key = f"{dtype}_zero_point_0" if not np.any(graph.array(quantize.input[2])) else f"{dtype}_asymmetric"
-        summary.activation_encodings[key] = summary.activation_encodings.get(key, 0) + 1
+def _count(summary: EncodingSummary, key: str) -> None:
+    summary.activation_encodings[key] = summary.activation_encodings.get(key, 0) + 1
 
 
 def _layer_inputs(graph: _Graph, node: Any) -> tuple[Any | None, Any | None, Any | None]:
@@ -262,7 +266,9 @@ def _reduce_weight_range(graph: _Graph, node: Any) -> bool:
     axis = _axis(weight)
     real = values.astype(np.float64) * _broadcast(scale, values.ndim, axis)
     new_scale = (scale * 127.0 / 63.0).astype(np.float32)
-    reduced = np.clip(np.rint(real / _broadcast(new_scale.astype(np.float64), values.ndim, axis)), -64, 63).astype(np.int8)
+    reduced = np.clip(np.rint(real / _broadcast(new_scale.astype(np.float64), values.ndim, axis)), -64, 63).astype(
+        np.int8
+    )
     graph.set_initializer(weight.input[0], reduced)
     scale_name = graph.set_initializer(graph.unique(f"{weight.input[0]}_scale_7bit"), new_scale)
     weight.input[1] = scale_name
@@ -293,8 +299,14 @@ def _apply_reduce_range(graph: _Graph, zero_points: dict[str, int], mode: Reduce
     return reduced
 
 
-def encode(model: Any, engine: str, reduce_range: ReduceRange = "signed_inputs") -> tuple[Any, EncodingSummary]:
-    """A copy of the paddle2onnx Q/DQ `model` in `engine`'s encoding ('ort' or 'openvino')."""
+def encode(
+    model: Any, engine: str, reduce_range: ReduceRange = "none", float_layers: frozenset[str] = frozenset()
+) -> tuple[Any, EncodingSummary]:
+    """A copy of the paddle2onnx Q/DQ `model` in `engine`'s encoding ('ort' or 'openvino').
+
+    `float_layers` (Paddle weight names) run in float: paddle2onnx re-quantizes a layer that
+    PaddleSlim skipped whenever its input is quantized, so the FP32 choice is applied here too.
+    """
     import onnx
 
     if engine not in ENGINES:
@@ -304,81 +316,113 @@ def encode(model: Any, engine: str, reduce_range: ReduceRange = "signed_inputs")
     graph = _Graph(copy)
     summary = EncodingSummary(engine=engine)
     _constants_to_initializers(graph)
+    summary.float_layers = _keep_float(graph, set(float_layers))
     summary.int8_weights = _fold_weight_quantizers(graph)
     summary.dropped_pre_relu_qdq = _drop_pre_relu_qdq(graph)
+    zero_points = _reencode_activations(graph, summary, signed_as_uint8=engine == "ort")
     if engine == "ort":
-        zero_points = _to_uint8_activations(graph, summary)
         summary.reduced_range_weights = _apply_reduce_range(graph, zero_points, reduce_range)
-    else:
-        _count_int8_activations(graph, summary)
     graph.drop_unused_initializers()
     summary.nodes = len(graph.graph.node)
     onnx.checker.check_model(copy)
     return copy, summary
 
 
-def quantized_layers(model: Any) -> list[str]:
-    """Names of the weights of quantized Conv/MatMul layers, in graph order (the Paddle weight names)."""
-    graph = _Graph(model)
-    names = []
+def _weight_source(graph: _Graph, dequantize: Any) -> tuple[str, np.ndarray] | None:
+    """(Paddle weight name, float values) behind a weight DequantizeLinear, in either graph form:
+    paddle2onnx's float constant -> QuantizeLinear -> DequantizeLinear, or an int8 initializer."""
+    source = dequantize.input[0]
+    quantize = graph.producer.get(source)
+    if quantize is not None and quantize.op_type == "QuantizeLinear" and quantize.input[0] in graph.initializers:
+        values = graph.array(quantize.input[0])
+        return (quantize.input[0], values) if values.dtype.kind == "f" else None
+    if source not in graph.initializers:
+        return None
+    return source.split("_quantized")[0], _dequantized(graph, dequantize)
+
+
+def _dequantized(graph: _Graph, dequantize: Any) -> np.ndarray:
+    values = graph.array(dequantize.input[0]).astype(np.float64)
+    scale = graph.array(dequantize.input[1]).astype(np.float64)
+    zero_point = graph.array(dequantize.input[2]).astype(np.float64) if len(dequantize.input) > 2 else np.zeros(())
+    axis = _axis(dequantize)
+    real = (values - _broadcast(zero_point, values.ndim, axis)) * _broadcast(scale, values.ndim, axis)
+    return real.astype(np.float32)
+
+
+def _quantized_layer_weights(graph: _Graph) -> list[tuple[Any, Any, str, np.ndarray]]:
+    """(layer node, weight DequantizeLinear, Paddle weight name, float weights) of every quantized layer."""
+    layers = []
     for node in graph.graph.node:
-        if node.op_type in _QUANTIZED_LAYER_OPS:
-            _, weight, _ = _layer_inputs(graph, node)
-            if weight is not None:
-                names.append(_paddle_weight_name(weight.input[0]))
-    return names
+        if node.op_type not in _QUANTIZED_LAYER_OPS or len(node.input) < 2:
+            continue
+        dequantize = graph.producer.get(node.input[1])
+        if dequantize is None or dequantize.op_type != "DequantizeLinear":
+            continue
+        source = _weight_source(graph, dequantize)
+        if source is not None:
+            layers.append((node, dequantize, *source))
+    return layers
 
 
-def _paddle_weight_name(initializer: str) -> str:
-    return initializer.split("_quantized")[0]
+def quantized_layers(model: Any) -> list[str]:
+    """Paddle weight names (e.g. conv2d_3.w_0) of the quantized Conv/MatMul layers, in graph order."""
+    return [name for _, _, name, _ in _quantized_layer_weights(_Graph(model))]
+
+
+def _remove_orphans(graph: _Graph) -> None:
+    while True:
+        used = {name for node in graph.graph.node for name in node.input} | graph.graph_outputs
+        orphans = [
+            node
+            for node in graph.graph.node
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear") and not any(out in used for out in node.output)
+        ]
+        if not orphans:
+            return
+        graph.remove_nodes(orphans)
+
+
+def _keep_float(graph: _Graph, weight_names: set[str]) -> list[str]:
+    """Run the named layers in float: float weights and bias, and their input bypasses its Q/DQ pair."""
+    kept = []
+    for node, _, name, weights in _quantized_layer_weights(graph):
+        if name not in weight_names:
+            continue
+        node.input[1] = graph.set_initializer(graph.unique(f"{name}_float"), weights)
+        bias = graph.producer.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if bias is not None and bias.op_type == "DequantizeLinear" and bias.input[0] in graph.initializers:
+            node.input[2] = graph.set_initializer(graph.unique(f"{bias.input[0]}_float"), _dequantized(graph, bias))
+        activation = graph.producer.get(node.input[0])
+        if activation is not None and activation.op_type == "DequantizeLinear":
+            quantize = graph.producer.get(activation.input[0])
+            if quantize is not None and quantize.op_type == "QuantizeLinear":
+                node.input[0] = quantize.input[0]
+        kept.append(name)
+        graph.reindex()
+    _remove_orphans(graph)
+    return kept
 
 
 def dequantize_layers(model: Any, weight_names: set[str]) -> Any:
-    """A copy of an encoded `model` where the layers whose weights are named run in float.
-
-    The layer reads its float input (the activation Q/DQ in front of it is bypassed for this
-    layer only) and dequantized weights and bias: what keeping it in FP32 would give, without
-    recalibrating, which is what sensitivity ranking needs.
-    """
+    """A copy of `model` where the named layers run in float (what keeping them FP32 would give
+    without recalibrating; sensitivity ranking uses it)."""
     import onnx
 
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     graph = _Graph(copy)
-    for node in list(graph.graph.node):
-        if node.op_type not in _QUANTIZED_LAYER_OPS:
-            continue
-        activation, weight, bias = _layer_inputs(graph, node)
-        if weight is None or _paddle_weight_name(weight.input[0]) not in weight_names:
-            continue
-        for index, dequantize in ((1, weight), (2, bias)):
-            if dequantize is None or dequantize.input[0] not in graph.initializers:
-                continue
-            values = graph.array(dequantize.input[0]).astype(np.float64)
-            scale = graph.array(dequantize.input[1]).astype(np.float64)
-            zero_point = graph.array(dequantize.input[2]).astype(np.float64) if len(dequantize.input) > 2 else 0.0
-            axis = _axis(dequantize)
-            real = (values - _broadcast(np.asarray(zero_point), values.ndim, axis)) * _broadcast(scale, values.ndim, axis)
-            node.input[index] = graph.set_initializer(graph.unique(f"{dequantize.input[0]}_float"), real.astype(np.float32))
-        if activation is not None:
-            quantize = graph.producer.get(activation.input[0])
-            if quantize is not None and quantize.op_type == "QuantizeLinear":
-                node.input[0] = quantize.input[0]
-        graph.reindex()
-    used = {name for node in graph.graph.node for name in node.input}
-    orphans = [node for node in graph.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")]
-    orphans = [node for node in orphans if not any(out in used or out in graph.graph_outputs for out in node.output)]
-    while orphans:
-        graph.remove_nodes(orphans)
-        used = {name for node in graph.graph.node for name in node.input}
-        orphans = [node for node in graph.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")]
-        orphans = [node for node in orphans if not any(out in used or out in graph.graph_outputs for out in node.output)]
+    _keep_float(graph, set(weight_names))
     graph.drop_unused_initializers()
     return copy
 
 
 def write_engine_models(
-    paddle2onnx_file: Path, folder: Path, engines: tuple[str, ...] = ENGINES, reduce_range: ReduceRange = "signed_inputs"
+    paddle2onnx_file: Path,
+    folder: Path,
+    engines: tuple[str, ...] = ENGINES,
+    reduce_range: ReduceRange = "none",
+    float_layers: frozenset[str] = frozenset(),
 ) -> dict[str, EncodingSummary]:
     """Write `inference.<engine>.onnx` for each engine into `folder` (the runtime layer picks them up)."""
     import onnx
@@ -386,6 +430,6 @@ def write_engine_models(
     source = onnx.load(str(paddle2onnx_file))
     summaries = {}
     for engine in engines:
-        encoded, summaries[engine] = encode(source, engine, reduce_range)
+        encoded, summaries[engine] = encode(source, engine, reduce_range, float_layers)
         onnx.save(encoded, str(Path(folder) / f"inference.{engine}.onnx"))
     return summaries

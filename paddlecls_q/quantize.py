@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,7 @@ from paddlecls_q.config import (
     did_you_mean,
     load_inference_cls_yaml,
 )
+from paddlecls_q.datasets import IMAGE_SUFFIXES
 from paddlecls_q.errors import AccuracyBudgetError, ConfigError, InputError, ModelFormatError, PaddleClsQError
 from paddlecls_q.model_files import INFERENCE_CLS_YAML, ModelFiles, find_model_files, require_inference_cls_yaml
 
@@ -44,7 +46,6 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 REPORT_FILE = "quantize_report.json"
 REPORT_SCHEMA = "paddlecls-q/quantize-report"
 REPORT_VERSION = 1
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 PACKAGES = ("paddlecls-q", "paddlepaddle", "paddleslim", "paddle2onnx", "onnx", "onnxruntime", "openvino", "numpy")
 # Preprocessed images kept in memory between passes (PTQ hist/KL read the data twice, QAT every epoch).
 IMAGE_CACHE_BYTES = 1 << 30
@@ -115,8 +116,8 @@ class _ProgramInfo:
     feed_names: list[str]
     fetch_names: list[str]
     variables: set[str]
-    quantizable_inputs: dict[str, list[str]]  # op type -> input names of ops of that type
-    weights: list[str]
+    op_inputs: dict[str, list[str]]  # op type -> input names of the ops of that type
+    weights: list[str]  # parameter names ending in .w_0, for suggestions
 
 
 @dataclass
@@ -200,7 +201,9 @@ def _check_output(output: Path, inputs: dict[str, Path], force: bool) -> Path:
     output = output.expanduser().resolve()
     for what, path in inputs.items():
         if _is_within(output, path):
-            raise ConfigError(f"output folder {output} is the {what} or inside it ({path}); write the INT8 model elsewhere")
+            raise ConfigError(
+                f"output folder {output} is the {what} or inside it ({path}); write the INT8 model elsewhere"
+            )
         if _is_within(path, output):
             raise ConfigError(f"output folder {output} contains the {what} ({path}); write the INT8 model elsewhere")
     if output.exists() or output.is_symlink():
@@ -246,7 +249,7 @@ def _pick_images(images: list[Path], wanted: int | None, seed: int, allow_few: b
 
 
 def _check_layers(names: list[str], program: _ProgramInfo, op_types: tuple[str, ...], key: str) -> None:
-    quantizable = {name for op_type in op_types for name in program.quantizable_inputs.get(op_type, [])}
+    quantizable = {name for op_type in op_types for name in program.op_inputs.get(op_type, [])}
     for name in names:
         if name not in quantizable:
             candidates = sorted(quantizable & set(program.weights)) or sorted(quantizable)
@@ -295,7 +298,9 @@ def plan_quantization(
                 f"Global.input_list {list(settings.input_list)} does not match the model's inputs {program.feed_names}"
             )
     if len(program.feed_names) != 1:
-        raise ModelFormatError(f"{files.program}: a classifier has one image input, this model has {program.feed_names}")
+        raise ModelFormatError(
+            f"{files.program}: a classifier has one image input, this model has {program.feed_names}"
+        )
 
     keep = list(dict.fromkeys(settings.keep_fp32_layers + (config.PTQ.skip_tensor_list if method == "ptq" else ())))
     op_types = config.PTQ.quantize_op_types if method == "ptq" else config.QuantAware.quantize_op_types
@@ -350,7 +355,9 @@ class CalibrationImages:
         from paddlecls_q.preprocess import build_preprocessor
 
         if preprocess_name not in PREPROCESS_NAMES:
-            raise ConfigError(f"unknown preprocess {preprocess_name!r}{did_you_mean(preprocess_name, PREPROCESS_NAMES)}")
+            raise ConfigError(
+                f"unknown preprocess {preprocess_name!r}{did_you_mean(preprocess_name, PREPROCESS_NAMES)}"
+            )
         self.paths = paths
         self.preprocess = build_preprocessor(load_inference_cls_yaml(model_folder / INFERENCE_CLS_YAML))
         self._cache: dict[int, np.ndarray] = {}
@@ -367,6 +374,7 @@ class CalibrationImages:
     def tensor(self, index: int) -> np.ndarray:
         from paddlecls_q.preprocess import read_image
 
+        _raise_if_interrupted()
         cached = self._cache.get(index)
         if cached is not None:
             return cached
@@ -395,6 +403,7 @@ class _Progress:
 
     def __init__(self, enabled: bool) -> None:
         self.bar = None
+        self.totals: dict[Any, int | None] = {}
         if enabled:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -419,7 +428,11 @@ class _Progress:
             self.bar.stop()
 
     def add(self, description: str, total: int | None) -> Any:
-        return self.bar.add_task(description, total=total, note="") if self.bar is not None else None
+        if self.bar is None:
+            return None
+        task = self.bar.add_task(description, total=total, note="")
+        self.totals[task] = total
+        return task
 
     def advance(self, task: Any, steps: int = 1, note: str | None = None) -> None:
         if self.bar is not None and task is not None:
@@ -427,8 +440,7 @@ class _Progress:
 
     def done(self, task: Any) -> None:
         if self.bar is not None and task is not None:
-            total = self.bar.tasks[[t.id for t in self.bar.tasks].index(task)].total
-            self.bar.update(task, completed=total)
+            self.bar.update(task, completed=self.totals[task])
 
 
 @contextlib.contextmanager
@@ -477,7 +489,7 @@ def _quiet_paddle(loss_sink: Callable[[float], None] | None = None) -> Iterator[
 @contextlib.contextmanager
 def _static_mode(onednn: bool) -> Iterator[Any]:
     """Paddle static graph on the CPU in a fresh scope; oneDNN kernels make forward passes 4-5x faster
-    (calibration statistics match the plain kernels' to 1e-6) but fail in training ("could not
+    (the calibrated scales match the plain kernels' to 5e-7, relative) but fail in training ("could not
     reshape a memory descriptor"), so QAT runs without them."""
     import paddle
 
@@ -507,22 +519,39 @@ def _seed_everything(seed: int) -> None:
     paddle.seed(seed)
 
 
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt like Ctrl-C, so the temporary folder is removed on both."""
+_INTERRUPTED = threading.Event()
 
-    def handler(signum: int, frame: Any) -> None:
+
+def _raise_if_interrupted() -> None:
+    """Re-raise a Ctrl-C that third-party code swallowed (PaddleSlim has bare `except:` clauses)."""
+    if _INTERRUPTED.is_set():
         raise KeyboardInterrupt
 
+
+@contextlib.contextmanager
+def _interrupts() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt and stay raised: the data loaders and stage boundaries
+    raise it again if a library swallowed it, so the temporary folder is always removed promptly."""
+
+    def handler(signum: int, frame: Any) -> None:
+        _INTERRUPTED.set()
+        raise KeyboardInterrupt
+
+    _INTERRUPTED.clear()
+    previous: dict[int, Any] = {}
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
+        for number in (signal.SIGINT, signal.SIGTERM):
+            current = signal.getsignal(number)
+            if current is signal.SIG_IGN:  # e.g. a background job of a non-interactive shell
+                continue
+            previous[number] = signal.signal(number, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = {}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, old in previous.items():
+            signal.signal(number, old)
 
 
 # ---- PTQ ----------------------------------------------------------------------------------------
@@ -625,13 +654,17 @@ def _run_ptq(plan: _Plan, images: CalibrationImages, work: Path, keep: list[str]
 
     ptq = plan.config.PTQ
     batch_size = min(ptq.batch_size, len(images.paths))
-    batches = [list(range(start, min(start + batch_size, len(images.paths)))) for start in range(0, len(images.paths), batch_size)]
+    batches = [
+        list(range(start, min(start + batch_size, len(images.paths))))
+        for start in range(0, len(images.paths), batch_size)
+    ]
     passes = 2 if ptq.calibration_method in ("KL", "hist") else 1
     task = progress.add(f"calibrating ({ptq.calibration_method})", len(batches) * passes)
     feed = plan.program.feed_names[0]
 
     def data_loader() -> Iterator[dict[str, np.ndarray]]:
         for indices in batches:
+            _raise_if_interrupted()
             yield {feed: images.batch(indices)}
             progress.advance(task)
 
@@ -757,7 +790,9 @@ def _act_config(plan: _Plan) -> dict[str, Any]:
     }
 
 
-def _run_qat(plan: _Plan, images: CalibrationImages, work: Path, keep: list[str], progress: _Progress) -> tuple[Path, int, float | None]:
+def _run_qat(
+    plan: _Plan, images: CalibrationImages, work: Path, keep: list[str], progress: _Progress
+) -> tuple[Path, int, float | None]:
     from paddleslim.auto_compression import AutoCompression
 
     settings, train = plan.config.Global, plan.config.TrainConfig
@@ -776,6 +811,7 @@ def _run_qat(plan: _Plan, images: CalibrationImages, work: Path, keep: list[str]
     def train_loader() -> Iterator[dict[str, np.ndarray]]:
         order = rng.permutation(len(images.paths))
         for start in range(0, per_epoch * batch_size, batch_size):
+            _raise_if_interrupted()
             yield {feed: images.batch(order[start : start + batch_size])}
             if state["training"]:
                 note = f"loss {state['loss']:.4g}" if state["loss"] is not None else ""
@@ -883,7 +919,7 @@ def align_weight_dtypes(program: Path, params: Path) -> int:
     return changed
 
 
-def _assemble(plan: _Plan, quantized: Path, folder: Path, reduce_range: str) -> dict[str, Any]:
+def _assemble(plan: _Plan, quantized: Path, folder: Path, keep: list[str], reduce_range: str) -> dict[str, Any]:
     """Copy the INT8 model, the FP32 folder's yaml and labels, and write the per-engine ONNX files."""
     from paddlecls_q import qdq_onnx
 
@@ -898,8 +934,16 @@ def _assemble(plan: _Plan, quantized: Path, folder: Path, reduce_range: str) -> 
         if source.is_file() and _is_within(source, plan.files.folder):
             (folder / label_file).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, folder / label_file)
-    exported = paddle_to_onnx(folder / "inference.pdmodel", folder / "inference.pdiparams", quantized / "paddle2onnx.onnx")
-    summaries = qdq_onnx.write_engine_models(exported, folder, qdq_onnx.ENGINES, reduce_range)  # type: ignore[arg-type]
+    exported = paddle_to_onnx(
+        folder / "inference.pdmodel", folder / "inference.pdiparams", quantized / "paddle2onnx.onnx"
+    )
+    summaries = qdq_onnx.write_engine_models(
+        exported,
+        folder,
+        qdq_onnx.ENGINES,
+        reduce_range,
+        frozenset(keep),  # type: ignore[arg-type]
+    )
     return {engine: summary.to_dict() for engine, summary in summaries.items()}
 
 
@@ -972,7 +1016,9 @@ def _rank_layers(plan: _Plan, int8_folder: Path, images: CalibrationImages) -> l
             providers=["CPUExecutionProvider"],
         )
         name = session.get_inputs()[0].name
-        return np.concatenate([to_probabilities(session.run(None, {name: batch[i : i + 16]})[0]) for i in range(0, count, 16)])
+        return np.concatenate(
+            [to_probabilities(session.run(None, {name: batch[i : i + 16]})[0]) for i in range(0, count, 16)]
+        )
 
     def divergence(p: np.ndarray, q: np.ndarray) -> float:
         return float(np.mean(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), axis=1)))
@@ -983,7 +1029,9 @@ def _rank_layers(plan: _Plan, int8_folder: Path, images: CalibrationImages) -> l
     ranking = []
     for layer in qdq_onnx.quantized_layers(quantized):
         restored = divergence(reference, probabilities(qdq_onnx.dequantize_layers(quantized, {layer})))
-        ranking.append({"layer": layer, "kl_gain": round(baseline - restored, 8), "kl_with_layer_fp32": round(restored, 8)})
+        ranking.append(
+            {"layer": layer, "kl_gain": round(baseline - restored, 8), "kl_with_layer_fp32": round(restored, 8)}
+        )
     ranking.sort(key=lambda row: -row["kl_gain"])
     return ranking
 
@@ -1061,7 +1109,7 @@ def quantize(
     allow_few: bool = False,
     sensitivity: bool = False,
     progress: bool = False,
-    reduce_range: str = "signed_inputs",
+    reduce_range: str = "none",
     on_message: Message | None = None,
 ) -> QuantizeReport:
     """Quantize the config's model with PTQ or QAT and publish a complete, deployable output folder.
@@ -1090,7 +1138,7 @@ def quantize(
         warnings=plan.warnings,
     )
     preprocess = config.Global.ptq_preprocess if plan.method == "ptq" else config.Global.qat_preprocess
-    with _terminate_as_interrupt(), _Progress(progress) as bars, _Workspace(plan.output_dir) as workspace:
+    with _interrupts(), _Progress(progress) as bars, _Workspace(plan.output_dir) as workspace:
         images = CalibrationImages(plan.images, plan.files.folder, preprocess)
         mark = time.perf_counter()
         images.check(bars)
@@ -1106,9 +1154,12 @@ def quantize(
                     plan, images, work, keep, bars
                 )
             stages[plan.method] = stages.get(plan.method, 0.0) + time.perf_counter() - mark
+            _raise_if_interrupted()
             mark = time.perf_counter()
             folder = workspace.path / f"model{attempt}"
-            report.encodings = _assemble(plan, quantized, folder, reduce_range)
+            task = bars.add("exporting ONNX", 1)
+            report.encodings = _assemble(plan, quantized, folder, keep, reduce_range)
+            bars.done(task)
             shutil.rmtree(work, ignore_errors=True)
             stages["export_onnx"] = stages.get("export_onnx", 0.0) + time.perf_counter() - mark
             return folder
@@ -1148,10 +1199,12 @@ def quantize(
         passed = report.accuracy is None or report.accuracy["within_budget"]
         target = plan.output_dir if passed else plan.output_dir.with_name(plan.output_dir.name + ".rejected")
         report.published_as = str(target)
+        report.warnings = list(dict.fromkeys(report.warnings))
         report.stage_seconds = {name: round(seconds, 2) for name, seconds in stages.items()}
         report.wall_seconds = round(time.perf_counter() - started, 2)
         report.sizes_bytes["output_folder"] = _folder_size(folder)
         (folder / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
+        _raise_if_interrupted()
         workspace.publish(folder, target)
     if not passed:
         worst = max(report.accuracy["engines"], key=lambda row: row["drop"])

@@ -576,25 +576,27 @@ def _plot_panel(axis: Any, result: BenchResult, kind: str) -> None:
                 ecolor="#333333",
             )
             labelled.add(mode)
+            reference = next((r for r in result.reference if r["backend"] == backend), None)
+            seed_value = None
+            if reference is not None:
+                seed_value = reference["runtime_ms" if kind == "runtime" else "end_to_end_ms"][
+                    PRECISION_MODES.index(mode)
+                ]
+            if seed_value is not None:
+                label = None if "seed" in labelled else "seed (Xeon 6271C, mean)"
+                axis.plot(x, seed_value, marker="x", color="black", markersize=8, linestyle="none", label=label)
+                labelled.add("seed")
             fp32 = _stats(result.cell(backend, "fp32"), kind)
             if mode != "fp32" and fp32 is not None:
                 axis.annotate(
                     f"{fp32.median / stats.median:.2f}×",
-                    (x, stats.p90),
+                    (x, max(stats.p90, seed_value or 0.0)),
                     ha="center",
                     va="bottom",
                     fontsize=8,
-                    xytext=(0, 2),
+                    xytext=(0, 4),
                     textcoords="offset points",
                 )
-            reference = next((r for r in result.reference if r["backend"] == backend), None)
-            index = PRECISION_MODES.index(mode)
-            if reference is not None:
-                seed_value = reference["runtime_ms" if kind == "runtime" else "end_to_end_ms"][index]
-                if seed_value is not None:
-                    label = None if "seed" in labelled else "seed (Xeon 6271C, mean)"
-                    axis.plot(x, seed_value, marker="x", color="black", markersize=8, linestyle="none", label=label)
-                    labelled.add("seed")
     axis.set_xticks(range(len(backends)), [BACKEND_NAMES.get(b, b) for b in backends])
     axis.set_ylabel("median latency (ms); bars: min to p90")
     threads = result.settings.get("threads")

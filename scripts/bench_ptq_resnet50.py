@@ -79,7 +79,18 @@ def main() -> None:
     load_before = os.getloadavg()
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "paddlecls_q", "quantize", "--config", str(config), "--output", str(output), "--force", "--json"],
+        [
+            sys.executable,
+            "-m",
+            "paddlecls_q",
+            "quantize",
+            "--config",
+            str(config),
+            "--output",
+            str(output),
+            "--force",
+            "--json",
+        ],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -108,7 +119,8 @@ def main() -> None:
     else:
         print(
             f"ResNet50_vd PTQ ({args.method}, {report['images_used']} images): {wall:.1f} s wall "
-            f"({'within' if wall <= TARGET_S else 'OVER'} the {TARGET_S:.0f} s target); stages {report['stage_seconds']}; "
+            f"({'within' if wall <= TARGET_S else 'OVER'} the {TARGET_S:.0f} s target); "
+            f"stages {report['stage_seconds']}; "
             f"load average {summary['load_average_before'][0]} -> {summary['load_average_after'][0]}"
         )
 

@@ -25,7 +25,7 @@ from paddlecls_q.cli.app import JSON_SCHEMA_VERSION
 from paddlecls_q.config import TRANSFORM_OPS, load_inference_cls_yaml
 from paddlecls_q.errors import ConfigError, InputError, ModelFormatError
 from paddlecls_q.fast_preprocess import FastPreprocessor, compile_plan
-from paddlecls_q.infer import to_probabilities
+from paddlecls_q.infer import are_probabilities, to_probabilities
 from paddlecls_q.preprocess import Preprocessor, build_preprocessor, read_image
 from paddlecls_q.stats import LatencyStats, ratio, summarize
 
@@ -107,31 +107,6 @@ def model_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return fp32, int8
 
 
-@pytest.fixture(scope="session", autouse=True)
-def int8_weights_are_not_truncation(model_pair: tuple[Path, Path]) -> None:
-    """PaddleSlim stores INT8 weights as int8 under FP32 var descs; model_files' size check (not ours) calls that
-    truncation. Until it is fixed there, accept exactly that case so the bench's INT8 path is tested."""
-    from paddlecls_q import model_files
-
-    try:
-        model_files.find_model_files(model_pair[1])
-        return
-    except ModelFormatError as error:
-        if "truncated params" not in str(error):
-            raise
-    original = model_files._read_legacy_program
-
-    def read_allowing_int8_weights(program: Path, params: Path) -> bool:
-        try:
-            return original(program, params)
-        except ModelFormatError as error:
-            if "truncated params" not in str(error) or b"dequantize_linear" not in program.read_bytes():
-                raise
-            return True
-
-    model_files._read_legacy_program = read_allowing_int8_weights
-
-
 @pytest.fixture(scope="session")
 def three_engine_result(model_pair: tuple[Path, Path]) -> bench.BenchResult:
     """One real run: FP32 and INT8 on Paddle Inference, ONNX Runtime and OpenVINO, a few iterations."""
@@ -199,17 +174,61 @@ def test_ratio_is_none_when_a_side_is_missing() -> None:
         np.array([[0.5, 0.5005]], np.float32),  # sum just outside allclose's tolerance
         np.array([[0.5, 0.50099]], np.float32),  # just inside
         np.array([[np.nan, 1.0]], np.float32),
+        np.array([[0.5, 0.50101]], np.float32),  # sums at the tolerance, one image and a batch
+        np.array([[0.5, 0.501011]], np.float32),
+        np.array([[0.5, 0.49899], [0.5, 0.501011]], np.float32),
+        np.array([[np.inf, 0.0]], np.float32),
         np.random.default_rng(2).standard_normal((1, 10, 1, 1)),  # float64, 4-D
     ],
 )
-def test_fast_probabilities_equal_infer_to_probabilities(outputs: np.ndarray) -> None:
-    np.testing.assert_array_equal(bench.to_probabilities_fast(outputs), to_probabilities(outputs))
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the inf case, in both
+def test_probabilities_equal_the_allclose_definition(outputs: np.ndarray) -> None:
+    np.testing.assert_array_equal(to_probabilities(outputs), allclose_probabilities(outputs))
+
+
+@pytest.mark.parametrize("softmax", [True, False])
+def test_top_k_probabilities_match_the_full_softmax(softmax: bool) -> None:
+    rng = np.random.default_rng(5)
+    scores = (rng.standard_normal(1000) * 3).astype(np.float32)
+    if not softmax:
+        scores = to_probabilities(scores[None])[0]
+    expected = to_probabilities(scores[None])[0]
+    pairs = bench.top_k_probabilities(scores, 5, softmax)
+    assert [index for index, _ in pairs] == np.argsort(-expected, kind="stable")[:5].tolist()
+    np.testing.assert_allclose([p for _, p in pairs], expected[[index for index, _ in pairs]], rtol=1e-6)
+
+
+def test_are_probabilities_is_to_probabilities_test() -> None:
+    rng = np.random.default_rng(4)
+    assert are_probabilities(rng.dirichlet(np.ones(10), size=3))
+    assert not are_probabilities(rng.standard_normal((1, 10)))
+    assert not are_probabilities(np.array([[0.2, 0.2]], np.float32))
+    assert not are_probabilities(np.array([[np.nan, 1.0]], np.float32))
 
 
 def test_top_k_is_best_first() -> None:
-    probabilities = np.array([0.1, 0.4, 0.05, 0.3, 0.15], np.float32)
-    assert bench.top_k(probabilities, 3).tolist() == [1, 3, 4]
-    assert bench.top_k(probabilities, 9).tolist() == [1, 3, 4, 0, 2]
+    probabilities = np.array([0.1, 0.4, 0.05, 0.3, 0.15, 0.3], np.float32)
+    assert bench.top_k(probabilities, 3) == [1, 3, 5]
+    assert bench.top_k(probabilities, 9) == [1, 3, 5, 4, 0, 2]
+    scores = np.random.default_rng(3).random(1000).astype(np.float32)
+    assert bench.top_k(scores, 5) == np.argsort(-scores, kind="stable")[:5].tolist()
+
+
+def test_fast_probabilities_agree_at_the_tolerance_edge() -> None:
+    """Sums from 1 - 2e-3 to 1 + 2e-3 in float32 steps: both functions must take the same branch everywhere."""
+    base = np.float32(0.5)
+    for other in np.arange(np.float32(0.498), np.float32(0.502), np.float32(1e-7), dtype=np.float32)[::7]:
+        outputs = np.array([[base, other]], np.float32)
+        np.testing.assert_array_equal(to_probabilities(outputs), allclose_probabilities(outputs))
+
+
+def allclose_probabilities(outputs: np.ndarray) -> np.ndarray:
+    """The plain definition `infer.to_probabilities` must match: softmax unless rows already sum to 1."""
+    outputs = outputs.reshape(outputs.shape[0], -1).astype(np.float32)
+    if outputs.min() >= 0 and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3):
+        return outputs
+    shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 # ---- the fast preprocessing plan ------------------------------------------------------------------
@@ -502,8 +521,20 @@ def test_a_missing_engine_fails_its_own_rows_only(
         models, bench.make_settings(backends="ort,openvino", modes="fp32,int8", iters=2, warmup=0)
     )
     openvino = [cell for cell in result.cells if cell.backend == "openvino"]
-    assert all(cell.status == "failed" and "needs openvino" in cell.reason for cell in openvino)
+    assert all(cell.status == "n/a" and "needs openvino" in cell.reason for cell in openvino)
     assert all(cell.ran for cell in result.cells if cell.backend == "ort")
+    assert "| OpenVINO | CPU | n/a [" in report.render_markdown([result])
+
+
+def test_an_engine_that_cannot_load_the_model_fails_its_own_rows(model_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    broken = tmp_path / "int8"
+    shutil.copytree(model_pair[1], broken)
+    (broken / "inference.openvino.onnx").write_bytes(b"not an onnx model")
+    models = bench.resolve_models(model_pair[0], broken, None)
+    result = bench.run_benchmark(models, bench.make_settings(backends="openvino", modes="fp32,int8", iters=2, warmup=0))
+    assert result.cell("openvino", "fp32").ran
+    failed = result.cell("openvino", "int8")
+    assert failed.status == "failed" and "OpenVINO could not read it" in failed.reason
     assert "failed [" in report.render_markdown([result])
 
 

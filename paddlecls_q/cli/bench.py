@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from paddlecls_q import bench, registry, report
 from paddlecls_q.bench import BenchModels, BenchResult, BenchSettings
@@ -125,7 +127,12 @@ def _write(results: list[BenchResult], output_format: str, output: Path | None, 
         text = json.dumps(report.json_document(results, JSON_SCHEMA_VERSION), indent=2, default=str) + "\n"
     elif output_format == "csv":
         text = report.render_csv(results)
-    else:  # markdown, or a table written to a file
+    elif output_format == "table":  # the console tables as plain text
+        recorder = Console(record=True, width=200, file=io.StringIO())
+        for renderable in report.render_rich(results):
+            recorder.print(renderable)
+        text = recorder.export_text()
+    else:
         text = report.render_markdown(results, title)
     if output is None:
         typer.echo(text, nl=False)

@@ -30,8 +30,14 @@ def _print_report(report: dict[str, Any]) -> None:
         ("quantized layers", str(report["quantized_layers"])),
         ("kept in FP32", ", ".join(report["keep_fp32_layers"]) or "none"),
         ("params", f"{_megabytes(sizes.get('fp32_params'))} FP32 → {_megabytes(sizes.get('int8_params'))} INT8"),
-        ("ONNX", ", ".join(f"{name[:-5]} {_megabytes(size)}" for name, size in sizes.items() if name.endswith("_onnx"))),
-        ("wall time", f"{report['wall_seconds']:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in report['stage_seconds'].items())})"),
+        (
+            "ONNX",
+            ", ".join(f"{name[:-5]} {_megabytes(size)}" for name, size in sizes.items() if name.endswith("_onnx")),
+        ),
+        (
+            "wall time",
+            f"{report['wall_seconds']:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in report['stage_seconds'].items())})",
+        ),
     ]
     if loss is not None:
         rows.insert(3, ("distillation loss", f"{loss:.4g}"))
@@ -40,14 +46,20 @@ def _print_report(report: dict[str, Any]) -> None:
     console.print(summary)
     accuracy = report.get("accuracy")
     if accuracy:
-        table = Table(title=f"top-1 on {accuracy['images']} images of {accuracy['eval_list']} (budget {accuracy['max_drop']} pt)")
+        table = Table(
+            title=f"top-1 on {accuracy['images']} images of {accuracy['eval_list']} (budget {accuracy['max_drop']} pt)"
+        )
         for column in ("engine", "FP32 top-1", "INT8 top-1", "drop (pt)", "INT8 img/s"):
             table.add_column(column, justify="left" if column == "engine" else "right")
         for row in accuracy["engines"]:
             style = "" if row["drop"] <= accuracy["max_drop"] + 1e-9 else "red"
             table.add_row(
-                row["engine"], f"{row['fp32_top1']:.2f}", f"{row['int8_top1']:.2f}", f"{row['drop']:+.2f}",
-                f"{row['int8_images_per_s']:.0f}", style=style,
+                row["engine"],
+                f"{row['fp32_top1']:.2f}",
+                f"{row['int8_top1']:.2f}",
+                f"{row['drop']:+.2f}",
+                f"{row['int8_images_per_s']:.0f}",
+                style=style,
             )
         console.print(table)
         console.print(f"INT8 top-1 spread across engines: {accuracy['int8_engine_spread']:.2f} pt")
@@ -61,7 +73,10 @@ def _print_report(report: dict[str, Any]) -> None:
 def quantize_command(
     config_file: Annotated[Path, typer.Option("--config", help="Quantize config (YAML; FastDeploy's format works).")],
     method: Annotated[
-        str | None, typer.Option("--method", help="ptq or qat (case and quotes ignored); default: the method of the config's one section.")
+        str | None,
+        typer.Option(
+            "--method", help="ptq or qat (case and quotes ignored); default: the method of the config's one section."
+        ),
     ] = None,
     output: Annotated[Path | None, typer.Option("--output", help="Output folder; default: Global.output_dir.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the output folder if it exists.")] = False,

@@ -39,7 +39,7 @@ class OpenVinoRuntime(Runtime):
     def input_shape(self) -> tuple[int, ...]:
         return self._input_shape
 
-    def _request_for(self, shape: tuple[int, ...]) -> Any:
+    def request_for(self, shape: tuple[int, ...]) -> Any:
         """A compiled model per input shape: static shapes give OpenVINO's fastest kernels."""
         if shape not in self._requests:
             self.model.reshape({self.model.input(0): list(shape)})
@@ -59,7 +59,7 @@ class OpenVinoRuntime(Runtime):
         return self._requests[shape]
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        request = self._request_for(tuple(batch.shape))
+        request = self.request_for(tuple(batch.shape))
         request.infer({0: batch})
         return request.get_output_tensor(0).data.copy()
 

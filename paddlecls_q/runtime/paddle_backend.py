@@ -35,6 +35,7 @@ class PaddleRuntime(Runtime):
         config.enable_memory_optim()
         config.disable_glog_info()
         self.configure(config, inference)
+        self.config = config  # kept so reports can read back what the engine was told (threads, precision)
         try:
             self.predictor = inference.create_predictor(config)
         except Exception as error:  # Paddle raises its own C++-mapped exception types

@@ -1,0 +1,641 @@
+"""`quantize`: PaddleSlim PTQ and distillation QAT from one YAML config, on the bundled demo model, real engines."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from paddlecls_q import registry
+from paddlecls_q.cli.app import app
+from paddlecls_q.config import QuantizeConfig, load_quantize_config
+from paddlecls_q.errors import AccuracyBudgetError, ConfigError
+from paddlecls_q.model_files import find_model_files
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parents[1]
+
+# FastDeploy's tools/common_tools/auto_compression/configs/classification/mobilenetv1_ssld_quant.yaml,
+# verbatim apart from the three paths.
+FASTDEPLOY_CONFIG = """\
+Global:
+  model_dir: {model_dir}
+  format: 'paddle'
+  model_filename: inference.pdmodel
+  params_filename: inference.pdiparams
+  qat_image_path: {images}
+  ptq_image_path: {images}
+  input_list: ['input']
+  qat_preprocess: cls_image_preprocess
+  ptq_preprocess: cls_image_preprocess
+  qat_batch_size: 32
+
+Distillation:
+  alpha: 1.0
+  loss: l2
+  node:
+  - softmax_0.tmp_0
+
+
+QuantAware:
+  use_pact: true
+  activation_bits: 8
+  is_full_quantize: false
+  onnx_format: True
+  activation_quantize_type: moving_average_abs_max
+  weight_quantize_type: channel_wise_abs_max
+  not_quant_pattern:
+  - skip_quant
+  quantize_op_types:
+  - conv2d
+  - depthwise_conv2d
+  weight_bits: 8
+
+
+TrainConfig:
+  train_iter: 5000
+  learning_rate:
+    type: CosineAnnealingDecay
+    learning_rate: 0.015
+    T_max: 8000
+  optimizer_builder:
+    optimizer:
+      type: Momentum
+    weight_decay: 0.00002
+  origin_metric: 0.70898
+
+
+PTQ:
+  calibration_method: 'avg'   # option: avg, abs_max, hist, KL, mse
+  skip_tensor_list: None
+"""
+
+
+# ---- fixtures -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private copy of the bundled Fashion-MNIST model (tests must never write next to the asset)."""
+    target = tmp_path_factory.mktemp("model") / "demo_fashion_mnist"
+    shutil.copytree(registry.DEMO_MODEL_DIR, target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def fashion(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """400 Fashion-MNIST train PNGs (used unlabeled) and 400 labeled test PNGs with val_list.txt."""
+    from paddlecls_q.datasets import write_fashion_mnist
+
+    return write_fashion_mnist(tmp_path_factory.mktemp("data") / "fashion_mnist", "both", limit=400).folder
+
+
+def write_config(folder: Path, data: dict[str, Any], name: str = "quantize.yaml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def ptq_config(model: Path, images: Path, output: Path, **extra: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "Global": {"model_dir": str(model), "ptq_image_path": str(images), "output_dir": str(output)},
+        "PTQ": {"calibration_method": "hist", "hist_percent": 0.9999, "calibration_images": 64, "batch_size": 32},
+    }
+    for section, values in extra.items():
+        config.setdefault(section, {}).update(values)
+    return config
+
+
+def partials(output: Path) -> list[Path]:
+    return sorted(output.parent.glob(f".{output.name}.partial-*"))
+
+
+@pytest.fixture(scope="module")
+def ptq_run(demo_model: Path, fashion: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """One real PTQ run with accuracy on all three CPU engines, shared by the checks below."""
+    from paddlecls_q.quantize import quantize
+
+    work = tmp_path_factory.mktemp("ptq")
+    data = ptq_config(
+        demo_model,
+        fashion / "images" / "train",
+        work / "int8",
+        accuracy={"eval_list": str(fashion / "val_list.txt"), "max_drop": 100.0, "limit": 200},
+    )
+    report = quantize(load_quantize_config(write_config(work, data)))
+    return work / "int8", report.to_dict()
+
+
+# ---- PTQ end to end -----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ptq_writes_a_complete_deployable_folder(ptq_run: tuple[Path, dict[str, Any]], demo_model: Path) -> None:
+    output, report = ptq_run
+    assert sorted(p.name for p in output.iterdir()) == [
+        "inference.openvino.onnx",
+        "inference.ort.onnx",
+        "inference.pdiparams",
+        "inference.pdmodel",
+        "inference_cls.yaml",
+        "label_list.txt",
+        "quantize_report.json",
+    ]
+    # The FP32 folder's preprocessing config and labels are copied, byte for byte.
+    assert (output / "inference_cls.yaml").read_bytes() == (demo_model / "inference_cls.yaml").read_bytes()
+    assert (output / "label_list.txt").read_bytes() == (demo_model / "label_list.txt").read_bytes()
+    files = find_model_files(output)
+    assert files.is_quantized and files.legacy_format
+    assert partials(output) == []
+    on_disk = json.loads((output / "quantize_report.json").read_text())
+    assert on_disk["schema"] == "paddlecls-q/quantize-report" and on_disk["method"] == "ptq"
+    assert on_disk["images_used"] == 64 and on_disk["images_found"] == 400
+    assert on_disk["packages"]["paddleslim"] == "2.6.0"
+    assert on_disk["wall_seconds"] > 0 and on_disk["stage_seconds"]["ptq"] > 0
+    assert on_disk["sizes_bytes"]["int8_params"] < on_disk["sizes_bytes"]["fp32_params"] / 2
+    assert on_disk["config"]["PTQ"]["calibration_images"] == 64
+    assert on_disk["quantized_layers"] == 27
+
+
+@pytest.mark.slow
+def test_ptq_accuracy_is_measured_on_every_cpu_engine(ptq_run: tuple[Path, dict[str, Any]]) -> None:
+    _, report = ptq_run
+    accuracy = report["accuracy"]
+    assert [row["engine"] for row in accuracy["engines"]] == ["paddle", "ort", "openvino"]
+    for row in accuracy["engines"]:
+        assert row["count"] == 200
+        assert row["fp32_top1"] > 70
+        assert abs(row["drop"]) <= 3.0, row
+    assert accuracy["within_budget"] and accuracy["int8_engine_spread"] <= 3.0
+
+
+@pytest.mark.slow
+def test_each_engine_gets_its_encoding_and_the_runtime_picks_it_up(ptq_run: tuple[Path, dict[str, Any]]) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    from paddlecls_q.config import RuntimeOptions
+    from paddlecls_q.runtime import create_runtime
+
+    output, report = ptq_run
+    # ORT: uint8 everywhere, zero point 0 after a ReLU and 128 (= int8's grid) on the signed image input.
+    # OpenVINO: uint8 zero point 0 after a ReLU, int8 zero point 0 on the image.
+    expected = {"ort": {("uint8", 0), ("uint8", 128)}, "openvino": {("uint8", 0), ("int8", 0)}}
+    for engine in ("ort", "openvino"):
+        model = onnx.load(str(output / f"inference.{engine}.onnx"))
+        initializers = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+        quantizers = [node for node in model.graph.node if node.op_type == "QuantizeLinear"]
+        encodings = {(str(initializers[n.input[2]].dtype), int(initializers[n.input[2]].flat[0])) for n in quantizers}
+        assert encodings == expected[engine]
+        # Weights are int8 initializers read by a DequantizeLinear, not float weights behind a QuantizeLinear.
+        assert all(node.input[0] not in initializers for node in quantizers)
+        weights = [
+            initializers[n.input[0]]
+            for n in model.graph.node
+            if n.op_type == "DequantizeLinear" and n.input[0] in initializers
+        ]
+        assert sum(w.dtype == np.int8 and w.ndim == 4 for w in weights) == 27
+        files = find_model_files(output)
+        runtime = create_runtime(files, RuntimeOptions(backend=engine))
+        assert Path(runtime.onnx_path) == output / f"inference.{engine}.onnx"
+    assert report["encodings"]["ort"]["activation_encodings"] == {"uint8_zero_point_128": 1, "uint8_zero_point_0": 27}
+    assert report["encodings"]["openvino"]["activation_encodings"] == {"int8_zero_point_0": 1, "uint8_zero_point_0": 27}
+
+
+@pytest.mark.slow
+def test_uint8_and_int8_encodings_compute_the_same_model(ptq_run: tuple[Path, dict[str, Any]], fashion: Path) -> None:
+    """Symmetric int8 (s, 0) and uint8 (s, 128) are one grid: run on ONNX Runtime itself, the two files
+    (which differ only in how the signed image input is encoded) compute the same logits."""
+    import onnxruntime as ort
+
+    from paddlecls_q.config import load_inference_cls_yaml
+    from paddlecls_q.preprocess import build_preprocessor, read_image
+
+    output, _ = ptq_run
+    preprocess = build_preprocessor(load_inference_cls_yaml(output / "inference_cls.yaml"))
+    images = sorted((fashion / "images" / "test").glob("*.png"))[:64]
+    batch = preprocess.batch([read_image(path) for path in images])
+    results = []
+    for engine in ("ort", "openvino"):
+        session = ort.InferenceSession(str(output / f"inference.{engine}.onnx"), providers=["CPUExecutionProvider"])
+        results.append(session.run(None, {session.get_inputs()[0].name: batch})[0])
+    uint8, int8 = results
+    cosine = (uint8 * int8).sum(1) / np.linalg.norm(uint8, axis=1) / np.linalg.norm(int8, axis=1)
+    assert cosine.mean() > 0.999 and cosine.min() > 0.99
+    assert (uint8.argmax(1) == int8.argmax(1)).mean() >= 0.95
+
+
+# ---- QAT ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_qat_distills_into_a_complete_folder(demo_model: Path, fashion: Path, tmp_path: Path) -> None:
+    import onnx
+    from paddle.base.proto import framework_pb2
+
+    from paddlecls_q import qdq_onnx
+    from paddlecls_q.quantize import quantize
+
+    data = {
+        "Global": {
+            "model_dir": str(demo_model),
+            "qat_image_path": str(fashion / "images" / "train"),
+            "qat_batch_size": 16,
+            "output_dir": str(tmp_path / "qat"),
+            "keep_fp32_layers": ["conv2d_0.w_0"],
+        },
+        "Distillation": {"loss": "l2"},
+        "QuantAware": {"use_pact": False},
+        "TrainConfig": {"train_iter": 4, "train_images": 64, "learning_rate": 0.0001},
+    }
+    report = quantize(load_quantize_config(write_config(tmp_path, data)))
+    output = tmp_path / "qat"
+    assert report.method == "qat" and report.train_iterations == 4 and report.images_used == 64
+    assert report.final_distillation_loss is not None and np.isfinite(report.final_distillation_loss)
+    assert {"inference.pdmodel", "inference_cls.yaml", "inference.ort.onnx", "inference.openvino.onnx"} <= {
+        p.name for p in output.iterdir()
+    }
+    assert (output / "inference_cls.yaml").read_bytes() == (demo_model / "inference_cls.yaml").read_bytes()
+    files = find_model_files(output)
+    assert files.is_quantized
+    # BatchNorm was folded into the convs before training: nothing left to drift in train mode.
+    program = framework_pb2.ProgramDesc.FromString(files.program.read_bytes())
+    assert not [op for op in program.blocks[0].ops if op.type == "batch_norm"]
+    # The layer kept in FP32 has float weights in the Paddle program and in every ONNX file.
+    first = next(op for op in program.blocks[0].ops if "conv2d_0.w_0" in [a for s in op.inputs for a in s.arguments])
+    assert first.type == "conv2d"
+    assert report.quantized_layers == 26
+    for engine in ("ort", "openvino"):
+        layers = qdq_onnx.quantized_layers(onnx.load(str(output / f"inference.{engine}.onnx")))
+        assert len(layers) == 26 and "conv2d_0.w_0" not in layers
+
+
+# ---- FastDeploy's config format ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_fastdeploy_config_runs_unchanged(demo_model: Path, fashion: Path, tmp_path: Path) -> None:
+    path = tmp_path / "mobilenetv1_ssld_quant.yaml"
+    path.write_text(
+        FASTDEPLOY_CONFIG.format(model_dir=demo_model, images=fashion / "images" / "train"), encoding="utf-8"
+    )
+    config = load_quantize_config(path)
+    assert config.PTQ.skip_tensor_list == () and config.TrainConfig.learning_rate.type == "CosineAnnealingDecay"
+    with pytest.raises(ConfigError, match="pass --method"):
+        config.resolve_method(None)
+
+    # PTQ with FastDeploy's spelling of the method; FastDeploy calibrates 32 x 10 = 320 images.
+    result = runner.invoke(
+        app, ["quantize", "--config", str(path), "--method", "PTQ", "--output", str(tmp_path / "ptq")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "input_list names 'input'" in result.output
+    assert json.loads((tmp_path / "ptq" / "quantize_report.json").read_text())["images_used"] == 320
+
+    # QAT with the same file: PACT, cosine schedule, Momentum, weight decay, a distillation node that the
+    # model lacks (it falls back to the last layer). Only the iteration count is cut, for the test's sake.
+    from paddlecls_q.quantize import quantize
+
+    short = config.model_copy(update={"TrainConfig": config.TrainConfig.model_copy(update={"train_iter": 2})})
+    report = quantize(short, "QAT", tmp_path / "qat")
+    assert report.train_iterations == 2
+    assert any("Distillation.node" in warning for warning in report.warnings)
+    assert find_model_files(tmp_path / "qat").is_quantized
+
+
+# ---- atomicity ----------------------------------------------------------------------------------
+
+
+def _start_cli(config: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "paddlecls_q", "quantize", "--config", str(config), *extra],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def _wait_until_working(process: subprocess.Popen[str], output: Path, timeout: float = 120.0) -> None:
+    """Until the run is training inside its hidden temporary folder."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[0]
+        if any((partial / "work0" / "qat").exists() for partial in partials(output)):
+            time.sleep(2.0)
+            return
+        time.sleep(0.2)
+    process.kill()
+    pytest.fail("quantize never started training")
+
+
+@pytest.fixture()
+def long_qat_config(demo_model: Path, fashion: Path, tmp_path: Path) -> tuple[Path, Path]:
+    output = tmp_path / "int8"
+    data = {
+        "Global": {
+            "model_dir": str(demo_model),
+            "qat_image_path": str(fashion / "images" / "train"),
+            "qat_batch_size": 16,
+            "output_dir": str(output),
+        },
+        "TrainConfig": {"train_iter": 100000, "learning_rate": 0.0001},
+    }
+    return write_config(tmp_path, data), output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_leaves_nothing(long_qat_config: tuple[Path, Path], sent: signal.Signals) -> None:
+    config, output = long_qat_config
+    process = _start_cli(config)
+    _wait_until_working(process, output)
+    process.send_signal(sent)
+    text, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, text
+    assert "interrupted" in text
+    assert not output.exists() and partials(output) == []
+
+
+@pytest.mark.slow
+def test_a_killed_run_leaves_no_output_and_the_next_run_cleans_up(
+    long_qat_config: tuple[Path, Path], demo_model: Path, fashion: Path
+) -> None:
+    config, output = long_qat_config
+    process = _start_cli(config)
+    _wait_until_working(process, output)
+    process.kill()
+    process.wait(timeout=60)
+    assert not output.exists()
+    stale = partials(output)
+    assert len(stale) == 1 and not (stale[0] / "inference.pdmodel").exists()
+    # The next run into the same folder removes the dead run's temporary folder.
+    from paddlecls_q.quantize import quantize
+
+    fast = write_config(config.parent, ptq_config(demo_model, fashion / "images" / "train", output), "ptq.yaml")
+    quantize(load_quantize_config(fast))
+    assert (output / "inference.pdmodel").is_file() and partials(output) == []
+
+
+def test_an_exception_mid_run_leaves_nothing(
+    demo_model: Path, fashion: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from paddlecls_q import quantize as quantize_module
+
+    def failing_ptq(plan: Any, images: Any, work: Path, keep: list[str], progress: Any) -> Path:
+        (work / "ptq").mkdir(parents=True)
+        (work / "ptq" / "inference.pdmodel").write_bytes(b"half written")
+        raise RuntimeError("calibration crashed")
+
+    monkeypatch.setattr(quantize_module, "_run_ptq", failing_ptq)
+    output = tmp_path / "int8"
+    config = load_quantize_config(write_config(tmp_path, ptq_config(demo_model, fashion / "images" / "train", output)))
+    with pytest.raises(RuntimeError, match="calibration crashed"):
+        quantize_module.quantize(config)
+    assert not output.exists() and partials(output) == []
+
+
+# ---- accuracy budget and sensitivity -------------------------------------------------------------
+
+
+def _fake_accuracy(drops: list[float]) -> Any:
+    """A stand-in for the engine evaluation that reports the given worst drop on successive calls."""
+    calls: list[Path] = []
+
+    def measure(plan: Any, folder: Path, fp32: Any, progress: bool, engines: Any = None) -> tuple[dict[str, Any], Any]:
+        drop = drops[min(len(calls), len(drops) - 1)]
+        calls.append(folder)
+        rows = [
+            {
+                "engine": e,
+                "fp32_top1": 87.0,
+                "int8_top1": 87.0 - drop,
+                "drop": drop,
+                "count": 100,
+                "int8_images_per_s": 1.0,
+                "fp32_images_per_s": 1.0,
+            }
+            for e in ("paddle", "ort", "openvino")
+        ]
+        budget = plan.config.accuracy.max_drop
+        return {
+            "eval_list": str(plan.eval_list),
+            "images": 100,
+            "max_drop": budget,
+            "engines": rows,
+            "worst_drop": drop,
+            "int8_engine_spread": 0.0,
+            "within_budget": drop <= budget,
+        }, {}
+
+    measure.calls = calls  # type: ignore[attr-defined]
+    return measure
+
+
+@pytest.mark.slow
+def test_over_budget_exits_3_and_publishes_nothing_at_the_output(
+    demo_model: Path, fashion: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from paddlecls_q import quantize as quantize_module
+
+    monkeypatch.setattr(quantize_module, "_measure_accuracy", _fake_accuracy([1.5]))
+    output = tmp_path / "int8"
+    data = ptq_config(
+        demo_model,
+        fashion / "images" / "train",
+        output,
+        accuracy={"eval_list": str(fashion / "val_list.txt"), "max_drop": 0.3},
+    )
+    result = runner.invoke(app, ["quantize", "--config", str(write_config(tmp_path, data))])
+    assert result.exit_code == AccuracyBudgetError.exit_code == 3, result.output
+    assert "dropped 1.50 points" in result.output and "max_drop 0.30" in result.output
+    assert "--sensitivity" in result.output
+    assert not output.exists() and partials(output) == []
+    rejected = tmp_path / "int8.rejected"
+    assert json.loads((rejected / "quantize_report.json").read_text())["accuracy"]["within_budget"] is False
+
+
+@pytest.mark.slow
+def test_sensitivity_keeps_the_worst_layers_in_fp32_until_the_budget_holds(
+    demo_model: Path, fashion: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnx
+
+    from paddlecls_q import qdq_onnx
+    from paddlecls_q import quantize as quantize_module
+
+    fake = _fake_accuracy([0.8, 0.5, 0.2])
+    monkeypatch.setattr(quantize_module, "_measure_accuracy", fake)
+    output = tmp_path / "int8"
+    data = ptq_config(
+        demo_model,
+        fashion / "images" / "train",
+        output,
+        accuracy={"eval_list": str(fashion / "val_list.txt"), "max_drop": 0.3, "sensitivity_images": 32},
+    )
+    report = quantize_module.quantize(load_quantize_config(write_config(tmp_path, data)), sensitivity=True)
+    ranking = report.sensitivity["ranking"]
+    assert len(ranking) == 27 and ranking[0]["kl_gain"] >= ranking[-1]["kl_gain"]
+    assert report.keep_fp32_layers == [ranking[0]["layer"], ranking[1]["layer"]]
+    assert [step["worst_drop"] for step in report.sensitivity["history"]] == [0.8, 0.5, 0.2]
+    # The published model really runs those two layers in float, on every engine's file.
+    for engine in ("ort", "openvino"):
+        layers = qdq_onnx.quantized_layers(onnx.load(str(output / f"inference.{engine}.onnx")))
+        assert len(layers) == 25 and not set(report.keep_fp32_layers) & set(layers)
+    assert json.loads((output / "quantize_report.json").read_text())["keep_fp32_layers"] == report.keep_fp32_layers
+
+
+# ---- bad input: one line, non-zero exit, nothing written ------------------------------------------
+
+
+@pytest.fixture()
+def bad_input(demo_model: Path, fashion: Path, tmp_path: Path) -> Any:
+    """Run the CLI on a PTQ config changed by `edit`; check exit 2, one error line, nothing written."""
+
+    def run(edit: Any = None, *extra: str, expect: str, data: dict[str, Any] | None = None) -> str:
+        output = tmp_path / "out" / "int8"
+        config = data or ptq_config(demo_model, fashion / "images" / "train", output)
+        if edit is not None:
+            edit(config)
+        target = Path(config["Global"].get("output_dir", output))
+        before = sorted(target.rglob("*")) if target.exists() else None
+        result = runner.invoke(app, ["quantize", "--config", str(write_config(tmp_path, config)), *extra])
+        assert result.exit_code == 2, result.output
+        errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and expect in errors[0], result.output
+        assert (sorted(target.rglob("*")) if target.exists() else None) == before
+        assert partials(target) == []
+        return errors[0]
+
+    return run
+
+
+def test_unknown_keys_are_rejected_with_a_suggestion(bad_input: Any) -> None:
+    bad_input(
+        lambda c: c.update(Distilation={"alpha": 1.0}), expect="unknown key 'Distilation'; did you mean 'Distillation'?"
+    )
+    bad_input(
+        lambda c: c["Global"].update(ptq_image_pth="x"),
+        expect="unknown key 'Global.ptq_image_pth'; did you mean 'ptq_image_path'?",
+    )
+    bad_input(lambda c: c["PTQ"].update(calibration_image=10), expect="did you mean 'calibration_images'?")
+
+
+def test_wrong_types_and_values_are_rejected(bad_input: Any) -> None:
+    bad_input(lambda c: c["PTQ"].update(calibration_images="many"), expect="key 'PTQ.calibration_images'")
+    bad_input(lambda c: c["PTQ"].update(calibration_method="kl_div"), expect="unknown calibration method 'kl_div'")
+    bad_input(lambda c: c["Global"].update(ptq_preprocess="yolo_image_preprocess"), expect="unknown preprocess")
+    bad_input(lambda c: c["Global"].update(format="onnx"), expect="format 'onnx' is not supported")
+    bad_input(lambda c: c.update(QuantAware={"onnx_format": False}), expect="onnx_format must be true")
+    bad_input(lambda c: c.update(TrainConfig={"learning_rate": 0.1}), expect="needs train_iter or epochs")
+
+
+def test_method_names(bad_input: Any) -> None:
+    assert QuantizeConfig.model_validate({"Global": {"model_dir": "m"}}).resolve_method("'QAT'") == "qat"
+    bad_input(None, "--method", "qta", expect="unknown method 'qta'; did you mean 'qat'?")
+    # Case and quotes are normalised: 'PTQ' is accepted and the run goes on to the next check.
+    bad_input(
+        lambda c: c["Global"].update(ptq_image_path="/nonexistent"),
+        "--method",
+        "'PTQ'",
+        expect="image folder not found",
+    )
+
+
+def test_calibration_folder_problems(bad_input: Any, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "notes.txt").write_text("not an image")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for index in range(64):
+        (broken / f"{index}.png").write_bytes(b"\x89PNG not really")
+    bad_input(lambda c: c["Global"].update(ptq_image_path=str(tmp_path / "missing")), expect="image folder not found")
+    bad_input(lambda c: c["Global"].update(ptq_image_path=str(empty)), expect="image folder is empty")
+    bad_input(
+        lambda c: c["Global"].update(ptq_image_path=str(texts)), expect="holds no images (1 other files: notes.txt)"
+    )
+    bad_input(lambda c: c["Global"].update(ptq_image_path=str(broken)), expect="not a usable image")
+    bad_input(lambda c: c["PTQ"].update(calibration_images=1000), expect="only 400 images, the config asks for 1000")
+
+
+def test_allow_few_uses_every_image(demo_model: Path, fashion: Path, tmp_path: Path) -> None:
+    from paddlecls_q.quantize import plan_quantization
+
+    data = ptq_config(demo_model, fashion / "images" / "train", tmp_path / "int8", PTQ={"calibration_images": 1000})
+    plan = plan_quantization(load_quantize_config(write_config(tmp_path, data)), allow_few=True)
+    assert len(plan.images) == 400 and "fewer than the 1000 configured" in plan.warnings[-1]
+
+
+def test_model_folder_problems(bad_input: Any, tmp_path: Path, demo_model: Path) -> None:
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "inference.pdmodel").write_bytes(b"not a program")
+    (junk / "inference.pdiparams").write_bytes(b"nor weights")
+    no_yaml = tmp_path / "no_yaml"
+    shutil.copytree(demo_model, no_yaml)
+    (no_yaml / "inference_cls.yaml").unlink()
+    bad_input(lambda c: c["Global"].update(model_dir=str(tmp_path / "missing")), expect="model folder not found")
+    bad_input(lambda c: c["Global"].update(model_dir=str(junk)), expect="not a Paddle program")
+    bad_input(lambda c: c["Global"].update(model_dir=str(no_yaml)), expect="inference_cls.yaml is missing")
+    bad_input(lambda c: c["Global"].update(model_filename="model.pdmodel"), expect="Global.model_filename")
+
+
+def test_output_folder_problems(bad_input: Any, demo_model: Path, tmp_path: Path) -> None:
+    bad_input(lambda c: c["Global"].update(output_dir=str(demo_model)), expect="is the input model folder or inside it")
+    bad_input(lambda c: c["Global"].update(output_dir=str(demo_model / "int8")), expect="inside it")
+    bad_input(lambda c: c["Global"].update(output_dir=str(demo_model.parent)), expect="contains the input model folder")
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    bad_input(lambda c: c["Global"].update(output_dir=str(existing)), expect="already exists; pass --force")
+    assert (existing / "keep.txt").read_text() == "mine"
+
+
+def test_layers_to_keep_in_fp32_must_exist(bad_input: Any) -> None:
+    message = bad_input(lambda c: c["PTQ"].update(skip_tensor_list=["conv2d_99.w_0"]), expect="layer 'conv2d_99.w_0'")
+    assert "did you mean 'conv2d_9.w_0'?" in message
+    bad_input(
+        lambda c: c["Global"].update(keep_fp32_layers=["batch_norm_0.w_0"]), expect="not an input of a quantized op"
+    )
+
+
+def test_sensitivity_needs_an_eval_list(bad_input: Any) -> None:
+    bad_input(None, "--sensitivity", expect="--sensitivity needs accuracy.eval_list")
+
+
+def test_shipped_configs_load() -> None:
+    names = sorted(path.stem for path in (REPO / "configs").glob("*.yaml"))
+    assert {
+        "demo_ptq",
+        "demo_qat",
+        "resnet50_vd_ptq",
+        "resnet50_vd_qat",
+        "mobilenetv1_ssld_ptq",
+        "mobilenetv1_ssld_qat",
+    } <= set(names)
+    for name in names:
+        config = load_quantize_config(REPO / "configs" / f"{name}.yaml")
+        assert config.resolve_method(None) == name.rsplit("_", 1)[1]
+        assert config.Global.model_dir.is_absolute()
+    demo = load_quantize_config(REPO / "configs" / "demo_ptq.yaml")
+    assert demo.Global.model_dir == registry.DEMO_MODEL_DIR.resolve()
+    assert (
+        demo.accuracy.max_drop == 0.3
+        and load_quantize_config(REPO / "configs" / "demo_qat.yaml").accuracy.max_drop == 0.1
+    )
