@@ -19,6 +19,7 @@ import paddleclas_reference as reference  # tests/, on sys.path under pytest's d
 import pytest
 from typer.testing import CliRunner
 
+from helpers import assert_one_line_error
 from paddlecls_q import bench, registry, report
 from paddlecls_q.cli import app
 from paddlecls_q.cli.app import JSON_SCHEMA_VERSION
@@ -117,14 +118,6 @@ def three_engine_result(model_pair: tuple[Path, Path]) -> bench.BenchResult:
 
 def invoke(*args: str):
     return runner.invoke(app, ["bench", *args])
-
-
-def assert_one_line_error(result, exit_code: int, pattern: str) -> None:
-    assert result.exit_code == exit_code, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    assert pattern in lines[0], lines[0]
 
 
 # ---- statistics -----------------------------------------------------------------------------------

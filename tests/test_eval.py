@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from helpers import assert_one_line_error
 from paddlecls_q.cli import app
 from paddlecls_q.config import RuntimeOptions
 from paddlecls_q.datasets import load_dataset, write_fashion_mnist
@@ -42,14 +43,6 @@ def tree(fashion: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def eval_cli(*args: str):
     return runner.invoke(app, ["eval", *args])
-
-
-def assert_one_line_error(result, exit_code: int, pattern: str) -> None:
-    assert result.exit_code == exit_code, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    assert pattern in lines[0], lines[0]
 
 
 def write_list(folder: Path, lines: list[str], name: str) -> Path:

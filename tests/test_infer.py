@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from helpers import assert_one_line_error
 from paddlecls_q.cli import app
 
 runner = CliRunner()
@@ -20,14 +21,6 @@ ENTRY_POINT = str(Path(sys.executable).parent / "paddlecls-q")
 
 def infer(*args: str):
     return runner.invoke(app, ["infer", *args])
-
-
-def assert_one_line_error(result, exit_code: int, pattern: str) -> None:
-    assert result.exit_code == exit_code, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    assert pattern in lines[0], lines[0]
 
 
 @pytest.fixture()
