@@ -501,3 +501,19 @@ def test_entry_point_exit_code(server):
     done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 4, done.stderr
     assert "HTTP 500" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_download_then_infer_finds_the_cached_quantized_model(server, home: Path):
+    runner = CliRunner()
+    downloaded = runner.invoke(app, ["download", "ResNet50_vd", "--quantized", "--mirror", server.url, "--json"])
+    assert downloaded.exit_code == 0, downloaded.output
+    photo = Path(__file__).parent / "data" / "images" / "ILSVRC2012_val_00000010.jpeg"
+    result = runner.invoke(
+        app, ["infer", "--model", "ResNet50_vd", "--quantized", "--image", str(photo), "--backend", "ort", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["model_dir"] == str(model_dir("ResNet50_vd", quantized=True))
+    prediction = document["predictions"][0]
+    # The yaml (copied from the FP32 tarball) names labels.txt, whose names the prediction carries.
+    assert len(prediction["class_ids"]) == 5 and prediction["labels"][0] == f"class_{prediction['class_ids'][0]}"

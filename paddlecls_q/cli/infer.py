@@ -46,7 +46,7 @@ def infer_command(
             },
         )
         return
-    table = Table(title=f"{folder} on {classifier.runtime.engine_info().get('engine', options.backend)}")
+    table = Table(title=f"{folder.name} · {classifier.runtime.engine_info()['engine']}")
     for column in ("image", "rank", "class id", "score", "label"):
         table.add_column(column, justify="right" if column in ("rank", "class id", "score") else "left")
     for prediction in predictions:

@@ -30,7 +30,7 @@ class OpenVinoRuntime(Runtime):
             self.model = self.core.read_model(str(self.onnx_path))
         except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
             raise ModelFormatError(f"{self.onnx_path}: OpenVINO could not read it: {error}") from None
-        self.version = openvino.get_version()
+        self.version = openvino.get_version().split("-")[0]
         partial = self.model.input(0).get_partial_shape()
         self._input_shape = tuple(d.get_length() if d.is_static else -1 for d in partial)
         self._requests: dict[tuple[int, ...], Any] = {}

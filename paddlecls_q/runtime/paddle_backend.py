@@ -27,7 +27,9 @@ class PaddleRuntime(Runtime):
     def __init__(self, files: ModelFiles, options: RuntimeOptions) -> None:
         super().__init__(files, options)
         inference = import_paddle_inference(self.backend)
-        self.version = inference.get_version().splitlines()[0] if inference.get_version() else ""
+        import paddle
+
+        self.version = paddle.__version__
         config = inference.Config(str(files.program), str(files.params))
         # oneDNN INT8 needs the old IR; PIR `.json` programs need the new one.
         config.enable_new_ir(not files.legacy_format)
@@ -65,4 +67,4 @@ class PaddleRuntime(Runtime):
         return self._output.copy_to_cpu()
 
     def engine_info(self) -> dict[str, Any]:
-        return {**super().engine_info(), "engine": f"paddle inference {self.version}".strip()}
+        return {**super().engine_info(), "engine": f"paddle inference {self.version}"}
