@@ -790,6 +790,32 @@ def _act_config(plan: _Plan) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def _keep_learning_rate_schedule() -> Iterator[None]:
+    """Carry the learning-rate scheduler over ACT's quant-aware rewrite of the training program.
+
+    `build_quant_program` rebuilds the program through an IrGraph and drops its `lr_scheduler`,
+    so Paddle's executor never updates the rate: a CosineAnnealingDecay silently trains at its
+    initial value (measured: identical results to a constant rate). Re-attaching it fixes that.
+    """
+    import paddleslim.auto_compression.compressor as compressor
+
+    original = compressor.build_quant_program
+
+    def build_quant_program(executor: Any, places: Any, config: Any, train: Any, test: Any) -> Any:
+        scheduler = getattr(train.program, "lr_scheduler", None)
+        train_info, test_info, quant_config = original(executor, places, config, train, test)
+        if scheduler is not None and getattr(train_info.program, "lr_scheduler", None) is None:
+            train_info.program.lr_scheduler = scheduler
+        return train_info, test_info, quant_config
+
+    compressor.build_quant_program = build_quant_program
+    try:
+        yield
+    finally:
+        compressor.build_quant_program = original
+
+
 def _run_qat(
     plan: _Plan, images: CalibrationImages, work: Path, keep: list[str], progress: _Progress
 ) -> tuple[Path, int, float | None]:
@@ -825,7 +851,7 @@ def _run_qat(
 
     target = work / "qat"
     _seed_everything(settings.seed)
-    with _static_mode(onednn=False), _quiet_paddle(on_loss):
+    with _static_mode(onednn=False), _quiet_paddle(on_loss), _keep_learning_rate_schedule():
         compressor = AutoCompression(
             model_dir=str(student),
             model_filename="inference.pdmodel",

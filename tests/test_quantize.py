@@ -286,7 +286,9 @@ def test_qat_distills_into_a_complete_folder(demo_model: Path, fashion: Path, tm
 
 
 @pytest.mark.slow
-def test_a_fastdeploy_config_runs_unchanged(demo_model: Path, fashion: Path, tmp_path: Path) -> None:
+def test_a_fastdeploy_config_runs_unchanged(
+    demo_model: Path, fashion: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "mobilenetv1_ssld_quant.yaml"
     path.write_text(
         FASTDEPLOY_CONFIG.format(model_dir=demo_model, images=fashion / "images" / "train"), encoding="utf-8"
@@ -306,10 +308,23 @@ def test_a_fastdeploy_config_runs_unchanged(demo_model: Path, fashion: Path, tmp
 
     # QAT with the same file: PACT, cosine schedule, Momentum, weight decay, a distillation node that the
     # model lacks (it falls back to the last layer). Only the iteration count is cut, for the test's sake.
+    import paddleslim.auto_compression.compressor as compressor
+
     from paddlecls_q.quantize import quantize
 
+    # PaddleSlim's quant-aware rewrite drops the program's LR scheduler; quantize re-attaches it.
+    schedulers: list[str] = []
+    start_train = compressor.AutoCompression._start_train
+
+    def spy(self: Any, train: Any, test: Any, strategy: Any, train_config: Any) -> Any:
+        program = getattr(train.program, "_program", train.program)
+        schedulers.append(type(getattr(program, "lr_scheduler", None)).__name__)
+        return start_train(self, train, test, strategy, train_config)
+
+    monkeypatch.setattr(compressor.AutoCompression, "_start_train", spy)
     short = config.model_copy(update={"TrainConfig": config.TrainConfig.model_copy(update={"train_iter": 2})})
     report = quantize(short, "QAT", tmp_path / "qat")
+    assert schedulers == ["CosineAnnealingDecay"]
     assert report.train_iterations == 2
     assert any("Distillation.node" in warning for warning in report.warnings)
     assert find_model_files(tmp_path / "qat").is_quantized
