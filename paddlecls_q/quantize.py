@@ -59,7 +59,8 @@ BN_FUSE_PASSES = (
     "depthwise_conv_eltwiseadd_bn_fuse_pass",
 )
 SKIP_QUANT_SCOPE = "/skip_quant/"
-Message = Callable[[str], None]
+# on_message(kind, text): kind is "warning" (also kept in the report) or "info" (progress of --sensitivity).
+Message = Callable[[str, str], None]
 
 
 # ---- results ------------------------------------------------------------------------------------
@@ -1146,9 +1147,9 @@ def quantize(
     """
     started = time.perf_counter()
     plan = plan_quantization(config, method, output_dir, force, allow_few, sensitivity)
-    say = on_message or (lambda message: None)
+    say = on_message or (lambda kind, text: None)
     for warning in plan.warnings:
-        say(warning)
+        say("warning", warning)
     stages: dict[str, float] = {}
     report = QuantizeReport(
         method=plan.method,
@@ -1205,7 +1206,7 @@ def quantize(
             keep = list(plan.keep_fp32_layers)
             for layer in candidates[:limit]:
                 keep.append(layer)
-                say(f"sensitivity: keeping {len(keep)} layer(s) in FP32, adding {layer}")
+                say("info", f"sensitivity: keeping {len(keep)} layer(s) in FP32, adding {layer}")
                 shutil.rmtree(folder, ignore_errors=True)
                 folder = build(keep, len(keep))
                 report.accuracy, fp32_results = _measure_accuracy(plan, folder, fp32_results, progress)

@@ -96,8 +96,9 @@ def quantize_command(
     if method is not None:
         method = choice(method, QUANTIZE_METHODS, "method")
 
-    def warn(message: str) -> None:
-        err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    def message(kind: str, text: str) -> None:
+        prefix = "[yellow]warning:[/]" if kind == "warning" else "[cyan]note:[/]"
+        err_console.print(f"{prefix} {text}", highlight=False, soft_wrap=True)
 
     try:
         report = quantize(
@@ -108,7 +109,7 @@ def quantize_command(
             allow_few=allow_few,
             sensitivity=sensitivity,
             progress=not as_json and err_console.is_terminal,
-            on_message=warn,
+            on_message=message,
         )
     except AccuracyBudgetError as error:
         rejected = getattr(error, "report", None)
