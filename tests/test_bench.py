@@ -19,15 +19,15 @@ import paddleclas_reference as reference  # tests/, on sys.path under pytest's d
 import pytest
 from typer.testing import CliRunner
 
-from helpers import assert_one_line_error
+from helpers import assert_one_line_error, build
 from paddlecls_q import bench, registry, report
 from paddlecls_q.cli import app
 from paddlecls_q.cli.app import JSON_SCHEMA_VERSION
-from paddlecls_q.config import TRANSFORM_OPS, load_inference_cls_yaml
+from paddlecls_q.config import load_inference_cls_yaml
 from paddlecls_q.errors import ConfigError, InputError, ModelFormatError
 from paddlecls_q.fast_preprocess import FastPreprocessor, compile_plan
 from paddlecls_q.infer import are_probabilities, to_probabilities
-from paddlecls_q.preprocess import Preprocessor, build_preprocessor, read_image
+from paddlecls_q.preprocess import build_preprocessor, read_image
 from paddlecls_q.stats import LatencyStats, ratio, summarize
 
 runner = CliRunner()
@@ -227,12 +227,6 @@ def allclose_probabilities(outputs: np.ndarray) -> np.ndarray:
 # ---- the fast preprocessing plan ------------------------------------------------------------------
 
 
-def build(transform_ops: list[dict]) -> Preprocessor:
-    ops = []
-    for item in transform_ops:
-        ((name, params),) = item.items()
-        ops.append(TRANSFORM_OPS[name].model_validate(params or {}))
-    return Preprocessor(ops)
 
 
 def with_normalize(**params: object) -> list[dict]:

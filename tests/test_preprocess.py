@@ -15,9 +15,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from paddlecls_q.config import TRANSFORM_OPS, load_inference_cls_yaml
+from helpers import build
+from paddlecls_q.config import load_inference_cls_yaml
 from paddlecls_q.errors import ConfigError, InputError
-from paddlecls_q.preprocess import MAX_IMAGE_PIXELS, Preprocessor, build_preprocessor, read_image
+from paddlecls_q.preprocess import MAX_IMAGE_PIXELS, build_preprocessor, read_image
 
 DATA = Path(__file__).parent / "data"
 IMAGES = sorted((DATA / "images").glob("*.jpeg"))
@@ -87,13 +88,6 @@ VARIANTS: dict[str, list[dict]] = {
 }
 
 
-def build(transform_ops: list[dict]) -> Preprocessor:
-    """Our Preprocessor from yaml-style ops, validated by config.py as an inference_cls.yaml would be."""
-    ops = []
-    for item in transform_ops:
-        ((name, params),) = item.items()
-        ops.append(TRANSFORM_OPS[name].model_validate(params or {}))
-    return Preprocessor(ops)
 
 
 def run_reference(transform_ops: list[dict], image: np.ndarray) -> np.ndarray:
