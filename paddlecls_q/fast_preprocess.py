@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -36,6 +36,7 @@ from paddlecls_q.preprocess import CV2_INTERPOLATIONS, Preprocessor
 # Extra source pixels kept past the last one the crop reads (bilinear reads 2 per axis).
 BAND_MARGIN_PIXELS = 2
 PLAN_CACHE_SIZE = 64
+UINT8 = np.dtype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,14 @@ class FastPreprocessor:
 
     def __call__(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """One RGB uint8 HWC image → the model's CHW input (into `out` when given, a float32 C×H×W array)."""
+        # Fast path: an image of the same size as this thread's last one reuses its bound steps. After an
+        # engine call the caches are cold and every Python line costs microseconds, so the checks stay few.
+        bound = getattr(self._scratch, "bound", None)
+        if bound is not None and type(image) is np.ndarray and image.dtype is UINT8 and image.shape == bound[0]:
+            if out is not None and out is not bound[1]:
+                self._check_out(out, bound[2])
+                self._scratch.bound = (bound[0], out, bound[2], bound[3])
+            return bound[3](image, out)
         plan = self._plan_for(image)
         if plan is None:
             result = self.reference(image)
@@ -108,26 +117,47 @@ class FastPreprocessor:
             out[...] = result
             return out
         shape = (self.channels, plan.crop_height, plan.crop_width)
-        if out is None:
-            out = np.empty(shape, np.float32)
-        elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        if out is not None:
+            self._check_out(out, shape)
+        steps = self._bind(plan, image.shape)
+        self._scratch.bound = (image.shape, out, shape, steps)
+        return steps(image, out)
+
+    @staticmethod
+    def _check_out(out: np.ndarray, shape: tuple[int, int, int]) -> None:
+        if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
             raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
+
+    def _bind(self, plan: SizePlan, image_shape: tuple[int, ...]) -> Callable[[np.ndarray, np.ndarray | None], np.ndarray]:
+        """The steps for images of one size, with every size-dependent value worked out once."""
         resized_buffer, planes = self._scratch_for(plan)
-        if plan.trimmed:
-            band = image[: plan.band_height, : plan.band_width]
-            fx, fy = plan.resized_width / image.shape[1], plan.resized_height / image.shape[0]
-            resized = cv2.resize(band, (0, 0), dst=resized_buffer, fx=fx, fy=fy, interpolation=self.interpolation)
-        else:
-            size = (plan.resized_width, plan.resized_height)
-            resized = cv2.resize(image, size, dst=resized_buffer, interpolation=self.interpolation)
-        cropped = resized[plan.top : plan.top + plan.crop_height, plan.left : plan.left + plan.crop_width]
-        for channel, plane in enumerate(cv2.split(cropped, planes)):
-            cv2.LUT(plane, self.tables[channel], dst=out[channel])
-        if self.channels == 4:
-            out[3] = 0.0
-        if self.output_dtype != np.float32:
-            return out.astype(self.output_dtype)
-        return out
+        shape = (self.channels, plan.crop_height, plan.crop_width)
+        rows, columns = slice(plan.top, plan.top + plan.crop_height), slice(plan.left, plan.left + plan.crop_width)
+        cropped = resized_buffer[rows, columns]
+        first, second, third = self.tables
+        interpolation, output_dtype, four_channels = self.interpolation, self.output_dtype, self.channels == 4
+        band_height, band_width = plan.band_height, plan.band_width
+        fx, fy = plan.resized_width / image_shape[1], plan.resized_height / image_shape[0]
+        size = (plan.resized_width, plan.resized_height)
+
+        def steps(image: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+            if out is None:
+                out = np.empty(shape, np.float32)
+            if band_width:
+                resized = cv2.resize(
+                    image[:band_height, :band_width], (0, 0), dst=resized_buffer, fx=fx, fy=fy, interpolation=interpolation
+                )
+            else:
+                resized = cv2.resize(image, size, dst=resized_buffer, interpolation=interpolation)
+            red, green, blue = cv2.split(cropped if resized is resized_buffer else resized[rows, columns], planes)
+            cv2.LUT(red, first, dst=out[0])
+            cv2.LUT(green, second, dst=out[1])
+            cv2.LUT(blue, third, dst=out[2])
+            if four_channels:
+                out[3] = 0.0
+            return out if output_dtype == np.float32 else out.astype(output_dtype)
+
+        return steps
 
     def batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Images → an (N, C, H, W) array, each image written in place (no stacking copy)."""

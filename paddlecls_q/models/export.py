@@ -127,11 +127,14 @@ def make_reference_model(arch: str, out_dir: Path, seed: int = 0) -> Path:
     """A full-size 1000-class `arch` with seeded random weights, exported with ImageNet preprocessing and labels.
 
     Weights are random (no ImageNet-pretrained model exists offline), so its top-1 means nothing;
-    BN running stats are settled on seeded image-like noise so outputs depend on the input.
+    BN running stats are settled on seeded image-like noise so outputs depend on the input. Like
+    PaddleClas's export (ExportModel, `infer_add_softmax` on by default) the model ends in a softmax,
+    so it outputs probabilities as the published inference models do.
     """
     paddle.seed(seed)
     model = build_model(arch)
     settle_batch_norm(model, _smooth_noise(8, 224))
+    model = paddle.nn.Sequential(model, paddle.nn.Softmax(axis=-1))
     labels = IMAGENET_LABEL_FILE.read_text(encoding="utf-8").splitlines()
     return export_inference_model(
         model, Path(out_dir), (1, 3, 224, 224), make_inference_cls_yaml(IMAGENET_TRANSFORM_OPS, 5), labels
