@@ -37,6 +37,8 @@ from paddlecls_q.preprocess import CV2_INTERPOLATIONS, Preprocessor
 BAND_MARGIN_PIXELS = 2
 PLAN_CACHE_SIZE = 64
 UINT8 = np.dtype(np.uint8)
+# Where OpenCV resizes one plane exactly as each of three identical ones (its bicubic SIMD paths differ).
+GREY_EXACT_INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_NEAREST)
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,11 @@ class FastPreprocessor:
         self._scratch = threading.local()
 
     def __call__(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """One RGB uint8 HWC image → the model's CHW input (into `out` when given, a float32 C×H×W array)."""
+        """One RGB uint8 HWC image → the model's CHW input (into `out` when given, a float32 C×H×W array).
+
+        A greyscale H×W uint8 image (`read_image(path, grey=True)`) gives what its RGB version would:
+        with bilinear or nearest resizing, one plane is resized instead of three identical ones.
+        """
         # Fast path: an image of the same size as this thread's last one reuses its bound steps. After an
         # engine call the caches are cold and every Python line costs microseconds, so the checks stay few.
         bound = getattr(self._scratch, "bound", None)
@@ -109,8 +115,13 @@ class FastPreprocessor:
                 self._check_out(out, bound[2])
                 self._scratch.bound = (bound[0], out, bound[2], bound[3])
             return bound[3](image, out)
+        grey = isinstance(image, np.ndarray) and image.ndim == 2 and image.dtype == UINT8
+        if grey and self.interpolation not in GREY_EXACT_INTERPOLATIONS:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
         plan = self._plan_for(image)
         if plan is None:
+            if grey and image.ndim == 2:
+                image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
             result = self.reference(image)
             if out is None:
                 return result
@@ -130,7 +141,8 @@ class FastPreprocessor:
 
     def _bind(self, plan: SizePlan, image_shape: tuple[int, ...]) -> Callable[[np.ndarray, np.ndarray | None], np.ndarray]:
         """The steps for images of one size, with every size-dependent value worked out once."""
-        resized_buffer, planes = self._scratch_for(plan)
+        grey = len(image_shape) == 2
+        resized_buffer, planes = self._scratch_for(plan, grey)
         shape = (self.channels, plan.crop_height, plan.crop_width)
         rows, columns = slice(plan.top, plan.top + plan.crop_height), slice(plan.left, plan.left + plan.crop_width)
         cropped = resized_buffer[rows, columns]
@@ -149,7 +161,8 @@ class FastPreprocessor:
                 )
             else:
                 resized = cv2.resize(image, size, dst=resized_buffer, interpolation=interpolation)
-            red, green, blue = cv2.split(cropped if resized is resized_buffer else resized[rows, columns], planes)
+            kept = cropped if resized is resized_buffer else resized[rows, columns]
+            red, green, blue = (kept, kept, kept) if grey else cv2.split(kept, planes)
             cv2.LUT(red, first, dst=out[0])
             cv2.LUT(green, second, dst=out[1])
             cv2.LUT(blue, third, dst=out[2])
@@ -168,29 +181,26 @@ class FastPreprocessor:
             self(image, out=output[index])
         return output
 
-    def _scratch_for(self, plan: SizePlan) -> tuple[np.ndarray, list[np.ndarray]]:
-        """This thread's resize output (sized for `plan`) and three crop-sized channel planes."""
+    def _scratch_for(self, plan: SizePlan, grey: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+        """This thread's resize output (sized for `plan`, one or three channels) and three crop-sized planes."""
         scratch = self._scratch
-        last = getattr(scratch, "last", None)
-        if last is not None and last[0] is plan:
-            return last[1], last[2]
         if not hasattr(scratch, "resized"):
             scratch.resized, scratch.planes = {}, {}
-        key, crop = (plan.output_height, plan.output_width), (plan.crop_height, plan.crop_width)
+        key = (plan.output_height, plan.output_width) if grey else (plan.output_height, plan.output_width, 3)
+        crop = (plan.crop_height, plan.crop_width)
         if key not in scratch.resized:
             if len(scratch.resized) >= PLAN_CACHE_SIZE:
                 scratch.resized.clear()
-            scratch.resized[key] = np.empty((*key, 3), np.uint8)
+            scratch.resized[key] = np.empty(key, np.uint8)
         if crop not in scratch.planes:
             if len(scratch.planes) >= PLAN_CACHE_SIZE:
                 scratch.planes.clear()
             scratch.planes[crop] = [np.empty(crop, np.uint8) for _ in range(3)]
-        scratch.last = (plan, scratch.resized[key], scratch.planes[crop])
         return scratch.resized[key], scratch.planes[crop]
 
     def _plan_for(self, image: np.ndarray) -> SizePlan | None:
         """The plan for this image's size, or None where the reference must run (it also raises the errors)."""
-        if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8):
+        if not (isinstance(image, np.ndarray) and image.dtype == UINT8 and image.ndim in (2, 3) and image.shape[2:] in ((3,), ())):
             return None
         key = image.shape[:2]
         last = self._last_plan

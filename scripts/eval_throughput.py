@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from paddlecls_q import registry
 from paddlecls_q.config import RuntimeOptions
-from paddlecls_q.datasets import load_dataset, write_fashion_mnist
-from paddlecls_q.evaluate import default_workers, engine_batch_size, evaluate_classifier
+from paddlecls_q.datasets import Dataset, load_dataset, write_fashion_mnist
+from paddlecls_q.evaluate import _BatchLoader, default_workers, engine_batch_size, evaluate_classifier
 from paddlecls_q.infer import Classifier
 from paddlecls_q.preprocess import read_image
 
@@ -70,13 +70,13 @@ def engine_images_per_s(
     return images / (time.perf_counter() - began), (process_cpu_s() - cpu) / images * 1e6
 
 
-def decode_cpu_us(classifier: Classifier, items: list, count: int = 2000) -> float:
-    """CPU µs per image of read_image + preprocess on one thread: what a decode worker spends."""
-    paths = [image for image, _ in items[:count]]
+def decode_cpu_us(classifier: Classifier, dataset: Dataset, batch: int, count: int = 2000) -> float:
+    """CPU µs per image of what a decode worker runs (eval's batch loader) on one thread."""
+    load = _BatchLoader(classifier.preprocess, dataset.items, batch, strict=True)
+    count = min(count, len(dataset))
     began = time.thread_time()
-    for path in paths:
-        classifier.preprocess(read_image(path))
-    return (time.thread_time() - began) / len(paths) * 1e6
+    load(0, count)
+    return (time.thread_time() - began) / count * 1e6
 
 
 def main() -> None:
@@ -111,7 +111,7 @@ def main() -> None:
             result = evaluate_classifier(classifier, dataset, batch, strict=True, workers=workers)
             eval_runs.append(result.images_per_s)
             top1 = result.top1
-        decode_us = min(decode_cpu_us(classifier, dataset.items) for _ in range(args.repeats))
+        decode_us = min(decode_cpu_us(classifier, dataset, batch) for _ in range(args.repeats))
     engine_us = min(engine_cpu)
     # On an otherwise idle machine with the workers on their own cores, eval runs at the slower of the two.
     idle_estimate = min(1.0, workers * engine_us / decode_us) if args.threads + workers <= os.cpu_count() else None

@@ -311,7 +311,9 @@ def test_fast_plan_keeps_the_reference_errors_and_refuses_other_chains() -> None
     with pytest.raises(InputError, match="larger than"):
         compile_plan(small)(np.zeros((50, 60, 3), np.uint8))
     with pytest.raises(InputError, match="RGB image"):
-        plan(np.zeros((50, 60), np.uint8))
+        plan(np.zeros((250, 260, 4), np.uint8))
+    with pytest.raises(InputError, match="RGB image"):
+        plan(np.zeros((250, 260), np.float32))
     pil = build([{"ResizeImage": {"resize_short": 256, "backend": "pil"}}, *IMAGENET_CHAIN[1:]])
     assert compile_plan(pil) is None
     crop_only = build([{"CropImage": {"size": 224}}, *IMAGENET_CHAIN[2:]])

@@ -265,3 +265,35 @@ def test_compare_lists_the_images_whose_top1_changed(fashion):
         compare(reference, result([9]), dataset)
     with pytest.raises(InputError):
         load_dataset(fashion / "missing_list.txt")
+
+
+# ---- decoding in processes (engines that keep the GIL) --------------------------------------------------
+
+
+def test_paddle_decodes_in_processes_with_the_same_results(demo_model_dir, fashion, monkeypatch):
+    from paddlecls_q import evaluate
+
+    (fashion / "images/truncated.png").write_bytes((fashion / "images/test/00002.png").read_bytes()[:40])
+    lines = (fashion / "val_list.txt").read_text().splitlines()[:70]
+    listing = write_list(fashion, [*lines[:5], "images/truncated.png 4", *lines[5:]], "with_truncated.txt")
+    dataset = load_dataset(listing)
+    options = RuntimeOptions(backend="paddle")
+    in_threads = evaluate_model(demo_model_dir, dataset, options, batch_size=16)
+    monkeypatch.setattr(evaluate, "PROCESS_MIN_IMAGES", 1)
+    in_processes = evaluate_model(demo_model_dir, dataset, options, batch_size=16)
+    assert in_threads.engine["decode_in"] == "threads" and in_processes.engine["decode_in"] == "processes"
+    assert in_processes.predictions == in_threads.predictions and in_processes.predictions[5] == -1
+    assert in_processes.unreadable == in_threads.unreadable and "truncated.png" in in_processes.unreadable[0]
+    assert (in_processes.top1, in_processes.top5, in_processes.count) == (in_threads.top1, in_threads.top5, 70)
+    with pytest.raises(InputError, match=r"truncated.png.*\(--strict\)"):
+        evaluate_model(demo_model_dir, dataset, options, batch_size=16, strict=True)
+
+
+def test_greyscale_pngs_decode_as_one_plane_with_the_same_tensor(demo_model_dir, fashion):
+    from paddlecls_q.preprocess import read_image
+
+    classifier = Classifier(demo_model_dir, RuntimeOptions(backend="ort"))
+    for image, _ in load_dataset(fashion, limit=20).items:
+        grey, rgb = read_image(image, grey=True), read_image(image)
+        assert grey.ndim == 2 and rgb.shape == (*grey.shape, 3)
+        assert np.array_equal(classifier.preprocess(grey), classifier.preprocess(rgb))

@@ -381,3 +381,33 @@ def test_batch_stacks_single_image_outputs(photo_pixels: np.ndarray) -> None:
     batch = preprocessor.batch([photo_pixels, photo_pixels[::-1]])
     assert batch.shape == (2, 3, 224, 224) and batch.dtype == np.float32
     np.testing.assert_array_equal(batch[1], preprocessor(np.ascontiguousarray(photo_pixels[::-1])))
+
+
+@pytest.mark.parametrize("size", [0, 1, 65_535, 65_536, 65_537, 300_001])
+def test_read_bytes_reads_every_size_whole(tmp_path, size):
+    from paddlecls_q.preprocess import _read_bytes
+
+    path = tmp_path / "blob"
+    path.write_bytes(np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes())
+    assert _read_bytes(path) == path.read_bytes()
+
+
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear", "area", "bicubic", "lanczos"])
+def test_fast_plan_takes_a_grey_plane_as_its_rgb_image(interpolation):
+    from paddlecls_q.fast_preprocess import compile_plan
+
+    ops = [
+        {"ResizeImage": {"resize_short": 256, "interpolation": interpolation}},
+        {"CropImage": {"size": 224}},
+        {"NormalizeImage": {"scale": 0.00392157, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "order": ""}},
+        {"ToCHWImage": None},
+    ]
+    reference = build(ops)
+    fast = compile_plan(reference)
+    rng = np.random.default_rng(7)
+    for height, width in [(375, 500), (129, 657), (465, 422), (256, 256), (300, 1000)]:
+        grey = cv2.GaussianBlur(rng.integers(0, 256, (height, width), dtype=np.uint8), (5, 5), 2)
+        expected = reference(cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB))
+        assert np.array_equal(fast(grey), expected)
+        out = np.empty_like(expected)
+        assert fast(grey, out=out) is out and np.array_equal(out, expected)
