@@ -13,6 +13,11 @@ on real photos and on hundreds of image sizes) with less work per image:
 - The crop is a view; normalizing and HWC → CHW are one 256-entry table lookup per channel
   (PaddleClas's float32 expression evaluated once for every uint8 value), written straight into
   the output array, or into a caller's preallocated buffer (`out=`).
+- A greyscale H×W image (`read_image(path, grey=True)`) is resized as one plane and looked up
+  through all three tables: the same tensor as its RGB version with bilinear or nearest resizing
+  (OpenCV's bicubic SIMD paths differ between one and three channels; the others resize the RGB image).
+- Each image size's steps are bound once (per thread): after an engine call the CPU caches are
+  cold and every Python line costs microseconds, so the call path stays short.
 
 Without a CropImage the whole resized image is normalized the same way. Other chains (PIL resizing, crops
 without a resize, several NormalizeImage ops...) are not compiled: `compile_plan` returns None and the
