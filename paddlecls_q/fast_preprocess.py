@@ -41,7 +41,7 @@ from paddlecls_q.preprocess import CV2_INTERPOLATIONS, Preprocessor
 # Extra source pixels kept past the last one the crop reads (bilinear reads 2 per axis).
 BAND_MARGIN_PIXELS = 2
 PLAN_CACHE_SIZE = 64
-UINT8 = np.dtype(np.uint8)
+UINT8, FLOAT32 = np.dtype(np.uint8), np.dtype(np.float32)
 # Where OpenCV resizes one plane exactly as each of three identical ones (its bicubic SIMD paths differ).
 GREY_EXACT_INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_NEAREST)
 
@@ -116,10 +116,9 @@ class FastPreprocessor:
         # engine call the caches are cold and every Python line costs microseconds, so the checks stay few.
         bound = getattr(self._scratch, "bound", None)
         if bound is not None and type(image) is np.ndarray and image.dtype is UINT8 and image.shape == bound[0]:
-            if out is not None and out is not bound[1]:
-                self._check_out(out, bound[2])
-                self._scratch.bound = (bound[0], out, bound[2], bound[3])
-            return bound[3](image, out)
+            if out is not None:
+                self._check_out(out, bound[1])
+            return bound[2](image, out)
         grey = isinstance(image, np.ndarray) and image.ndim == 2 and image.dtype == UINT8
         if grey and self.interpolation not in GREY_EXACT_INTERPOLATIONS:
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
@@ -136,12 +135,12 @@ class FastPreprocessor:
         if out is not None:
             self._check_out(out, shape)
         steps = self._bind(plan, image.shape)
-        self._scratch.bound = (image.shape, out, shape, steps)
+        self._scratch.bound = (image.shape, shape, steps)
         return steps(image, out)
 
     @staticmethod
     def _check_out(out: np.ndarray, shape: tuple[int, int, int]) -> None:
-        if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        if out.shape != shape or out.dtype is not FLOAT32 or not out.flags.c_contiguous:
             raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
 
     def _bind(self, plan: SizePlan, image_shape: tuple[int, ...]) -> Callable[[np.ndarray, np.ndarray | None], np.ndarray]:
@@ -153,6 +152,7 @@ class FastPreprocessor:
         cropped = resized_buffer[rows, columns]
         first, second, third = self.tables
         interpolation, output_dtype, four_channels = self.interpolation, self.output_dtype, self.channels == 4
+        converted = output_dtype != np.float32
         band_height, band_width = plan.band_height, plan.band_width
         fx, fy = plan.resized_width / image_shape[1], plan.resized_height / image_shape[0]
         size = (plan.resized_width, plan.resized_height)
@@ -173,7 +173,7 @@ class FastPreprocessor:
             cv2.LUT(blue, third, dst=out[2])
             if four_channels:
                 out[3] = 0.0
-            return out if output_dtype == np.float32 else out.astype(output_dtype)
+            return out.astype(output_dtype) if converted else out
 
         return steps
 
