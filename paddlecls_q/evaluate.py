@@ -259,7 +259,9 @@ def _process_batches(load: _BatchLoader, total: int, workers: int) -> Iterator[_
     memory = mmap.mmap(-1, int(np.prod(slots_shape)) * 4)  # anonymous and shared with the forked workers
     slots = np.ndarray(slots_shape, np.float32, buffer=memory)
     tasks, results = context.SimpleQueue(), context.Queue()
-    processes = [context.Process(target=_process_worker, args=(load, slots, tasks, results), daemon=True) for _ in range(workers)]
+    processes = [
+        context.Process(target=_process_worker, args=(load, slots, tasks, results), daemon=True) for _ in range(workers)
+    ]
     starts = iter(range(0, total, load.batch_size))
     order: deque[int] = deque()
     done: dict[int, tuple[int, int, list[int], list[str], str | None]] = {}
@@ -353,34 +355,104 @@ def _progress_bar(total: int, description: str) -> Any:
     return progress, progress.add_task(description, total=total)
 
 
-def evaluate_classifier(
-    classifier: Classifier,
+class _Tally:
+    """One model's engine and running counts during an evaluation pass."""
+
+    def __init__(
+        self, classifier: Classifier, batch: int, first_tensor: np.ndarray, dataset: Dataset, topk: int
+    ) -> None:
+        self.classifier, self.runtime, self.batch = classifier, classifier.runtime, batch
+        outputs = self.runtime.infer(np.repeat(first_tensor[None], batch, axis=0))  # warm-up, and the class count
+        self.model_classes = int(outputs.reshape(batch, -1).shape[1])
+        _check_labels(dataset, self.model_classes)
+        self.k = min(topk, self.model_classes)
+        self.predictions = np.full(len(dataset), -1, dtype=np.int64)
+        self.in_topk = np.zeros(len(dataset), dtype=bool)
+
+    def add(self, tensor: np.ndarray, rows: np.ndarray, labels: np.ndarray) -> None:
+        scores = self.runtime.infer(tensor).reshape(self.batch, -1)[: len(rows)]
+        self.predictions[rows] = scores.argmax(axis=1)
+        if self.k < self.model_classes:
+            top = np.argpartition(-scores, self.k - 1, axis=1)[:, : self.k]
+            self.in_topk[rows] = (top == labels[:, None]).any(axis=1)
+        else:
+            self.in_topk[rows] = True
+
+    def result(
+        self, dataset: Dataset, labels: np.ndarray, unreadable: list[str], seconds: float, extra: dict[str, Any]
+    ) -> EvalResult:
+        readable = self.predictions >= 0
+        count = int(readable.sum())
+        if count == 0:
+            raise InputError(f"{dataset.source}: none of its {len(dataset)} images could be read")
+        correct_top1 = int((self.predictions[readable] == labels[readable]).sum())
+        correct_topk = int(self.in_topk[readable].sum())
+        return EvalResult(
+            model_dir=str(self.classifier.files.folder),
+            top1=100.0 * correct_top1 / count,
+            top5=100.0 * correct_topk / count,
+            count=count,
+            unreadable=list(unreadable),
+            predictions=[int(p) for p in self.predictions],
+            images_per_s=count / seconds if seconds > 0 else 0.0,
+            engine={**self.runtime.engine_info(), "batch_size": self.batch, **extra},
+            topk=self.k,
+            correct_top1=correct_top1,
+            correct_topk=correct_topk,
+            seconds=seconds,
+            model_classes=self.model_classes,
+        )
+
+
+def evaluate_classifiers(
+    classifiers: list[Classifier],
     dataset: Dataset,
     batch_size: int = 1,
     topk: int = 5,
     strict: bool = False,
     progress: bool = False,
     workers: int | None = None,
-) -> EvalResult:
-    """`evaluate_model` on an already loaded Classifier (the benchmark script reuses one engine)."""
-    runtime = classifier.runtime
+) -> list[EvalResult]:
+    """Evaluate loaded models on `dataset`; models with the same preprocessing and batch share one decoding pass.
+
+    In a shared pass every image is decoded once and fed to each engine in turn (FP32 vs INT8 costs one
+    decode, not two), and each result's images/s is the pass's: images evaluated on all its models per second.
+    """
     if len(dataset) == 0:
         raise InputError(f"{dataset.source}: empty data set")
-    batch = engine_batch_size(runtime.input_shape, batch_size, runtime.options.backend)
-    workers = workers or default_workers(runtime.options.threads)
-    warm_up = _first_readable_tensor(classifier, dataset, strict)
-    outputs = runtime.infer(np.repeat(warm_up[None], batch, axis=0))
-    model_classes = int(outputs.reshape(batch, -1).shape[1])
-    _check_labels(dataset, model_classes)
-    k = min(topk, model_classes)
+    batches = [engine_batch_size(c.runtime.input_shape, batch_size, c.runtime.options.backend) for c in classifiers]
+    first = classifiers[0].preprocess.transform_ops
+    if len(set(batches)) == 1 and all(c.preprocess.transform_ops == first for c in classifiers):
+        return _evaluate_pass(classifiers, batches[0], dataset, topk, strict, progress, workers)
+    return [
+        _evaluate_pass([classifier], batch, dataset, topk, strict, progress, workers)[0]
+        for classifier, batch in zip(classifiers, batches)
+    ]
+
+
+def _evaluate_pass(
+    classifiers: list[Classifier],
+    batch: int,
+    dataset: Dataset,
+    topk: int,
+    strict: bool,
+    progress: bool,
+    workers: int | None,
+) -> list[EvalResult]:
+    """One decoding pass over `dataset`, each batch run through every model's engine."""
+    leader = classifiers[0]
+    workers = workers or default_workers(max(c.runtime.options.threads for c in classifiers))
+    first_tensor = _first_readable_tensor(leader, dataset, strict)
+    tallies = [_Tally(classifier, batch, first_tensor, dataset, topk) for classifier in classifiers]
     labels = np.array([label for _, label in dataset.items], dtype=np.int64)
-    predictions = np.full(len(dataset), -1, dtype=np.int64)
-    in_topk = np.zeros(len(dataset), dtype=bool)
     unreadable: list[str] = []
-    load = _BatchLoader(classifier.preprocess, dataset.items, batch, strict)
-    bar, task = _progress_bar(len(dataset), Path(classifier.files.folder).name) if progress else (None, None)
+    load = _BatchLoader(leader.preprocess, dataset.items, batch, strict)
+    name = " + ".join(Path(classifier.files.folder).name for classifier in classifiers)
+    bar, task = _progress_bar(len(dataset), name) if progress else (None, None)
     in_processes = bool(
-        runtime.options.backend in GIL_HOLDING_BACKENDS and load.output_shape and len(dataset) >= PROCESS_MIN_IMAGES
+        any(c.runtime.options.backend in GIL_HOLDING_BACKENDS for c in classifiers)
+        and load.output_shape
+        and len(dataset) >= PROCESS_MIN_IMAGES
     )
     if in_processes:
         batches = _process_batches(load, len(dataset), workers)
@@ -394,14 +466,9 @@ def evaluate_classifier(
             for item in batches:
                 unreadable.extend(item.failures)
                 if item.tensor is not None:
-                    scores = runtime.infer(item.tensor).reshape(batch, -1)[: len(item.indices)]
                     rows = np.asarray(item.indices)
-                    predictions[rows] = scores.argmax(axis=1)
-                    if k < model_classes:
-                        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-                        in_topk[rows] = (top == labels[rows][:, None]).any(axis=1)
-                    else:
-                        in_topk[rows] = True
+                    for tally in tallies:
+                        tally.add(item.tensor, rows, labels[rows])
                 if bar is not None:
                     bar.advance(task, len(item.indices) + len(item.failures))
             seconds = time.perf_counter() - began
@@ -409,33 +476,25 @@ def evaluate_classifier(
             batches.close()
             if bar is not None:
                 bar.stop()
-    readable = predictions >= 0
-    count = int(readable.sum())
-    if count == 0:
-        raise InputError(f"{dataset.source}: none of its {len(dataset)} images could be read")
-    correct_top1 = int((predictions[readable] == labels[readable]).sum())
-    correct_topk = int(in_topk[readable].sum())
-    engine = {
-        **runtime.engine_info(),
-        "batch_size": batch,
+    extra = {
         "decode_workers": workers,
         "decode_in": "processes" if in_processes else "threads",
+        "models_per_decode": len(classifiers),
     }
-    return EvalResult(
-        model_dir=str(classifier.files.folder),
-        top1=100.0 * correct_top1 / count,
-        top5=100.0 * correct_topk / count,
-        count=count,
-        unreadable=unreadable,
-        predictions=[int(p) for p in predictions],
-        images_per_s=count / seconds if seconds > 0 else 0.0,
-        engine=engine,
-        topk=k,
-        correct_top1=correct_top1,
-        correct_topk=correct_topk,
-        seconds=seconds,
-        model_classes=model_classes,
-    )
+    return [tally.result(dataset, labels, unreadable, seconds, extra) for tally in tallies]
+
+
+def evaluate_classifier(
+    classifier: Classifier,
+    dataset: Dataset,
+    batch_size: int = 1,
+    topk: int = 5,
+    strict: bool = False,
+    progress: bool = False,
+    workers: int | None = None,
+) -> EvalResult:
+    """`evaluate_model` on an already loaded Classifier (the benchmark script reuses one engine)."""
+    return evaluate_classifiers([classifier], dataset, batch_size, topk, strict, progress, workers)[0]
 
 
 def evaluate_model(
@@ -457,8 +516,22 @@ def evaluate_model(
         progress: show a rich progress bar on stderr.
         workers: decoding threads (default: what fits beside the engine's threads).
     """
-    classifier = Classifier(Path(model_dir), options)
-    return evaluate_classifier(classifier, dataset, batch_size, topk, strict, progress, workers)
+    return evaluate_models([model_dir], dataset, options, batch_size, topk, strict, progress, workers)[0]
+
+
+def evaluate_models(
+    model_dirs: list[Path],
+    dataset: Dataset,
+    options: RuntimeOptions,
+    batch_size: int = 1,
+    topk: int = 5,
+    strict: bool = False,
+    progress: bool = False,
+    workers: int | None = None,
+) -> list[EvalResult]:
+    """`evaluate_model` for several models (FP32 and INT8) in one decoding pass where they allow it."""
+    classifiers = [Classifier(Path(model_dir), options) for model_dir in model_dirs]
+    return evaluate_classifiers(classifiers, dataset, batch_size, topk, strict, progress, workers)
 
 
 def compare(reference: EvalResult, candidate: EvalResult, dataset: Dataset) -> Comparison:

@@ -143,7 +143,9 @@ class FastPreprocessor:
         if out.shape != shape or out.dtype is not FLOAT32 or not out.flags.c_contiguous:
             raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
 
-    def _bind(self, plan: SizePlan, image_shape: tuple[int, ...]) -> Callable[[np.ndarray, np.ndarray | None], np.ndarray]:
+    def _bind(
+        self, plan: SizePlan, image_shape: tuple[int, ...]
+    ) -> Callable[[np.ndarray, np.ndarray | None], np.ndarray]:
         """The steps for images of one size, with every size-dependent value worked out once."""
         grey = len(image_shape) == 2
         resized_buffer, planes = self._scratch_for(plan, grey)
@@ -161,9 +163,8 @@ class FastPreprocessor:
             if out is None:
                 out = np.empty(shape, np.float32)
             if band_width:
-                resized = cv2.resize(
-                    image[:band_height, :band_width], (0, 0), dst=resized_buffer, fx=fx, fy=fy, interpolation=interpolation
-                )
+                band = image[:band_height, :band_width]
+                resized = cv2.resize(band, (0, 0), dst=resized_buffer, fx=fx, fy=fy, interpolation=interpolation)
             else:
                 resized = cv2.resize(image, size, dst=resized_buffer, interpolation=interpolation)
             kept = cropped if resized is resized_buffer else resized[rows, columns]
@@ -205,7 +206,9 @@ class FastPreprocessor:
 
     def _plan_for(self, image: np.ndarray) -> SizePlan | None:
         """The plan for this image's size, or None where the reference must run (it also raises the errors)."""
-        if not (isinstance(image, np.ndarray) and image.dtype == UINT8 and image.ndim in (2, 3) and image.shape[2:] in ((3,), ())):
+        if not isinstance(image, np.ndarray) or image.dtype != UINT8 or image.shape[2:] not in ((3,), ()):
+            return None
+        if image.ndim not in (2, 3):
             return None
         key = image.shape[:2]
         last = self._last_plan

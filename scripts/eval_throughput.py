@@ -3,6 +3,7 @@
     python scripts/eval_throughput.py                        # bundled demo model, Fashion-MNIST test set
     python scripts/eval_throughput.py --backend openvino --batch-size 1
     python scripts/eval_throughput.py --model-dir DIR --data val_list.txt --limit 500
+    python scripts/eval_throughput.py --compare INT8_DIR     # FP32 + INT8 in one decoding pass (eval --compare)
 
 Both measurements use the same loaded engine and the same batch size; each is repeated and the best
 run is kept. The target is a ratio (eval / engine) of at least 0.9.
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from paddlecls_q import registry
 from paddlecls_q.config import RuntimeOptions
 from paddlecls_q.datasets import Dataset, load_dataset, write_fashion_mnist
-from paddlecls_q.evaluate import _BatchLoader, default_workers, engine_batch_size, evaluate_classifier
+from paddlecls_q.evaluate import _BatchLoader, default_workers, engine_batch_size, evaluate_classifiers
 from paddlecls_q.infer import Classifier
 from paddlecls_q.preprocess import read_image
 
@@ -59,14 +60,18 @@ def process_cpu_s() -> float:
 
 
 def engine_images_per_s(
-    classifier: Classifier, batches: list[np.ndarray], images: int, batch: int
+    classifiers: list[Classifier], batches: list[np.ndarray], images: int, batch: int
 ) -> tuple[float, float]:
-    """The engine alone, as many batches as eval runs (cycling over the pre-made ones): images/s, CPU µs/image."""
-    runtime = classifier.runtime
+    """The engine(s) alone, as many batches as eval runs (cycling over the pre-made ones): images/s, CPU µs/image.
+
+    With two models (--compare) each batch goes through both engines, as in eval's shared pass.
+    """
+    runtimes = [classifier.runtime for classifier in classifiers]
     calls = -(-images // batch)
     began, cpu = time.perf_counter(), process_cpu_s()
     for call in range(calls):
-        runtime.infer(batches[call % len(batches)]).argmax(axis=1)
+        for runtime in runtimes:
+            runtime.infer(batches[call % len(batches)]).argmax(axis=1)
     return images / (time.perf_counter() - began), (process_cpu_s() - cpu) / images * 1e6
 
 
@@ -82,6 +87,7 @@ def decode_cpu_us(classifier: Classifier, dataset: Dataset, batch: int, count: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, default=registry.DEMO_MODEL_DIR)
+    parser.add_argument("--compare", type=Path, help="a second model (INT8) evaluated in the same decoding pass")
     parser.add_argument("--data", type=Path, help="val list or class-folder tree [default: Fashion-MNIST test]")
     parser.add_argument("--backend", default="ort")
     parser.add_argument("--threads", type=int, default=1)
@@ -99,16 +105,18 @@ def main() -> None:
         dataset = load_dataset(data, args.limit)
         options = RuntimeOptions(backend=args.backend, threads=args.threads)
         classifier = Classifier(args.model_dir, options)
+        classifiers = [classifier] + ([Classifier(args.compare, options)] if args.compare else [])
         batch = engine_batch_size(classifier.runtime.input_shape, args.batch_size, args.backend)
         workers = args.workers or default_workers(args.threads)
         batches = premade_batches(classifier, dataset.items, batch)
-        classifier.runtime.infer(batches[0])  # warm-up
+        for each in classifiers:
+            each.runtime.infer(batches[0])  # warm-up
         engine_runs, eval_runs, engine_cpu, top1 = [], [], [], None
         for _ in range(args.repeats):
-            speed, cpu_us = engine_images_per_s(classifier, batches, len(dataset), batch)
+            speed, cpu_us = engine_images_per_s(classifiers, batches, len(dataset), batch)
             engine_runs.append(speed)
             engine_cpu.append(cpu_us)
-            result = evaluate_classifier(classifier, dataset, batch, strict=True, workers=workers)
+            result = evaluate_classifiers(classifiers, dataset, batch, strict=True, workers=workers)[0]
             eval_runs.append(result.images_per_s)
             top1 = result.top1
         decode_us = min(decode_cpu_us(classifier, dataset, batch) for _ in range(args.repeats))
@@ -117,6 +125,7 @@ def main() -> None:
     idle_estimate = min(1.0, workers * engine_us / decode_us) if args.threads + workers <= os.cpu_count() else None
     report = {
         "model_dir": str(args.model_dir),
+        "compare": str(args.compare) if args.compare else None,
         "engine": classifier.runtime.engine_info(),
         "images": len(dataset),
         "batch_size": batch,

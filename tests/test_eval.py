@@ -297,3 +297,17 @@ def test_greyscale_pngs_decode_as_one_plane_with_the_same_tensor(demo_model_dir,
         grey, rgb = read_image(image, grey=True), read_image(image)
         assert grey.ndim == 2 and rgb.shape == (*grey.shape, 3)
         assert np.array_equal(classifier.preprocess(grey), classifier.preprocess(rgb))
+
+
+def test_models_with_different_preprocessing_get_their_own_pass(demo_model_dir, fashion, tmp_path):
+    from paddlecls_q.evaluate import evaluate_models
+
+    nearest = tmp_path / "nearest"
+    shutil.copytree(demo_model_dir, nearest)
+    config = (nearest / "inference_cls.yaml").read_text()
+    (nearest / "inference_cls.yaml").write_text(config.replace("size: 32", "size: 32\n      interpolation: nearest"))
+    dataset = load_dataset(fashion, limit=40)
+    results = evaluate_models([demo_model_dir, nearest], dataset, RuntimeOptions(backend="ort"), batch_size=8)
+    assert [r.engine["models_per_decode"] for r in results] == [1, 1]
+    assert results[0].predictions == evaluate_model(demo_model_dir, dataset, RuntimeOptions(backend="ort")).predictions
+    assert results[1].count == 40

@@ -654,3 +654,21 @@ def test_shipped_configs_load() -> None:
         demo.accuracy.max_drop == 0.3
         and load_quantize_config(REPO / "configs" / "demo_qat.yaml").accuracy.max_drop == 0.1
     )
+
+
+@pytest.mark.slow
+def test_fp32_and_int8_share_one_decoding_pass(ptq_run: tuple[Path, dict[str, Any]], demo_model: Path, fashion: Path):
+    from paddlecls_q.config import RuntimeOptions
+    from paddlecls_q.datasets import load_dataset
+    from paddlecls_q.evaluate import evaluate_model, evaluate_models
+
+    output, _ = ptq_run
+    dataset = load_dataset(fashion / "val_list.txt", limit=150)
+    options = RuntimeOptions(backend="ort")
+    together = evaluate_models([demo_model, output], dataset, options, batch_size=16)
+    apart = [evaluate_model(folder, dataset, options, batch_size=16) for folder in (demo_model, output)]
+    for shared, alone in zip(together, apart):
+        assert shared.predictions == alone.predictions and (shared.top1, shared.top5) == (alone.top1, alone.top5)
+        assert shared.engine["models_per_decode"] == 2 and alone.engine["models_per_decode"] == 1
+    assert together[0].engine["quantized"] is False and together[1].engine["quantized"] is True
+    assert together[0].images_per_s == together[1].images_per_s > 0

@@ -23,7 +23,7 @@ def eval_command(
     model_dir: Annotated[Path | None, typer.Option("--model-dir", help="Paddle inference model folder.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Registry model name (see `models`).")] = None,
     compare_dir: Annotated[
-        Path | None, typer.Option("--compare", help="A second model folder (the INT8 one) to compare against.")
+        Path | None, typer.Option("--compare", help="A second model folder (the INT8 one) to compare against; same images, one decode.")
     ] = None,
     backend: Annotated[str, typer.Option("--backend", help=f"Engine: {', '.join(BACKENDS)}.")] = "ort",
     device: Annotated[str, typer.Option("--device", help="cpu or gpu.")] = "cpu",
@@ -41,7 +41,7 @@ def eval_command(
 ) -> None:
     """Measure top-1 / top-k accuracy and images/s on a labelled data set; with --compare, the INT8 drop."""
     from paddlecls_q.datasets import load_dataset
-    from paddlecls_q.evaluate import compare, evaluate_model
+    from paddlecls_q.evaluate import compare, evaluate_models
 
     options = validate(
         RuntimeOptions,
@@ -60,9 +60,8 @@ def eval_command(
     folder = resolve_model_dir(model_dir, model)
     dataset = load_dataset(data, limit)
     progress = not as_json and err_console.is_terminal
-    results = [evaluate_model(folder, dataset, options, batch_size, topk, strict, progress, workers)]
-    if compare_dir is not None:
-        results.append(evaluate_model(compare_dir, dataset, options, batch_size, topk, strict, progress, workers))
+    folders = [folder] if compare_dir is None else [folder, compare_dir]
+    results = evaluate_models(folders, dataset, options, batch_size, topk, strict, progress, workers)
     comparison = compare(results[0], results[1], dataset) if len(results) == 2 else None
     if as_json:
         print_json(
