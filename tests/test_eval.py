@@ -311,3 +311,12 @@ def test_models_with_different_preprocessing_get_their_own_pass(demo_model_dir, 
     assert [r.engine["models_per_decode"] for r in results] == [1, 1]
     assert results[0].predictions == evaluate_model(demo_model_dir, dataset, RuntimeOptions(backend="ort")).predictions
     assert results[1].count == 40
+
+
+def test_recycled_batch_arrays_do_not_mix_images(demo_model_dir, fashion):
+    """Batch arrays are reused once the engine is done with them: 50 batches of 4 through a few arrays."""
+    dataset = load_dataset(fashion)
+    options = RuntimeOptions(backend="ort")
+    result = evaluate_model(demo_model_dir, dataset, options, batch_size=4)
+    classified = Classifier(demo_model_dir, options).classify([image for image, _ in dataset.items], topk=1)
+    assert result.predictions == [prediction.class_ids[0] for prediction in classified]
