@@ -503,39 +503,14 @@ def _evaluate_pass(
     return [tally.result(dataset, labels, unreadable, seconds, extra) for tally in tallies]
 
 
-def evaluate_classifier(
-    classifier: Classifier,
-    dataset: Dataset,
-    batch_size: int = 1,
-    topk: int = 5,
-    strict: bool = False,
-    progress: bool = False,
-    workers: int | None = None,
-) -> EvalResult:
-    """`evaluate_model` on an already loaded Classifier (the benchmark script reuses one engine)."""
-    return evaluate_classifiers([classifier], dataset, batch_size, topk, strict, progress, workers)[0]
+def evaluate_classifier(classifier: Classifier, dataset: Dataset, *args: Any, **kwargs: Any) -> EvalResult:
+    """`evaluate_classifiers` for one already loaded Classifier (the same further arguments)."""
+    return evaluate_classifiers([classifier], dataset, *args, **kwargs)[0]
 
 
-def evaluate_model(
-    model_dir: Path,
-    dataset: Dataset,
-    options: RuntimeOptions,
-    batch_size: int = 1,
-    topk: int = 5,
-    strict: bool = False,
-    progress: bool = False,
-    workers: int | None = None,
-) -> EvalResult:
-    """Top-1 and top-k accuracy (percent) and images/s of the model in `model_dir` on `dataset`.
-
-    Args:
-        batch_size: images per engine call where the model's batch dimension is free; a model
-            with a fixed batch (e.g. 1) gets its own.
-        strict: an unreadable image is an error instead of being counted and skipped.
-        progress: show a rich progress bar on stderr.
-        workers: decoding threads (default: what fits beside the engine's threads).
-    """
-    return evaluate_models([model_dir], dataset, options, batch_size, topk, strict, progress, workers)[0]
+def evaluate_model(model_dir: Path, dataset: Dataset, options: RuntimeOptions, *args: Any, **kwargs: Any) -> EvalResult:
+    """`evaluate_models` for the one model in `model_dir` (the same further arguments)."""
+    return evaluate_models([model_dir], dataset, options, *args, **kwargs)[0]
 
 
 def evaluate_models(
@@ -548,7 +523,17 @@ def evaluate_models(
     progress: bool = False,
     workers: int | None = None,
 ) -> list[EvalResult]:
-    """`evaluate_model` for several models (FP32 and INT8) in one decoding pass where they allow it."""
+    """Top-1 and top-k accuracy (percent) and images/s of each model folder on `dataset`.
+
+    Models with the same preprocessing (FP32 and its INT8 version) share one decoding pass.
+
+    Args:
+        batch_size: images per engine call where the model's batch dimension is free; a model
+            with a fixed batch (e.g. 1) gets its own.
+        strict: an unreadable image is an error instead of being counted and skipped.
+        progress: show a rich progress bar on stderr.
+        workers: decoding threads (default: what fits beside the engine's threads).
+    """
     classifiers = [Classifier(Path(model_dir), options) for model_dir in model_dirs]
     return evaluate_classifiers(classifiers, dataset, batch_size, topk, strict, progress, workers)
 
