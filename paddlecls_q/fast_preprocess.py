@@ -155,14 +155,14 @@ class FastPreprocessor:
         first, second, third = self.tables
         interpolation, output_dtype, four_channels = self.interpolation, self.output_dtype, self.channels == 4
         converted = output_dtype != np.float32
-        band_height, band_width = plan.band_height, plan.band_width
+        trimmed, band_height, band_width = plan.trimmed, plan.band_height, plan.band_width
         fx, fy = plan.resized_width / image_shape[1], plan.resized_height / image_shape[0]
         size = (plan.resized_width, plan.resized_height)
 
         def steps(image: np.ndarray, out: np.ndarray | None) -> np.ndarray:
             if out is None:
                 out = np.empty(shape, np.float32)
-            if band_width:
+            if trimmed:
                 band = image[:band_height, :band_width]
                 resized = cv2.resize(band, (0, 0), dst=resized_buffer, fx=fx, fy=fy, interpolation=interpolation)
             else:
