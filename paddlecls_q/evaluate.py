@@ -34,7 +34,11 @@ from paddlecls_q.preprocess import Preprocessor, read_image
 
 # paddle-trt's engine is built with max_batch_size=1; trt's optimization profile stops at 32.
 MAX_BATCH_OF_BACKEND = {"paddle-trt": 1, "trt": 32}
-IMAGES_PER_TASK = 64
+# A decoding task fills this much of batch tensors (one batch at least): each hand-off between the engine
+# and a decoder wakes the other side (tens of µs on a VM), as much as decoding a few small images costs.
+# Forked decoders hand over a task with two pipe messages (~0.2 ms after an engine call): bigger tasks.
+TASK_TENSOR_BYTES, PROCESS_TASK_TENSOR_BYTES = 1536 << 10, 6 << 20
+SCORES_CHUNK_BYTES = 2 << 20
 # Decoding holds the GIL for part of each image (every os and cv2 call is a hand-off): more threads rarely help.
 MAX_DEFAULT_WORKERS = 4
 PREFETCH_TASKS_PER_WORKER = 2
@@ -154,6 +158,10 @@ class _BatchLoader:
         fixed = shape is not None and getattr(self.preprocess, "output_dtype", None) == np.float32
         self.output_shape = (batch_size, *shape) if fixed else None
 
+    def batches_in(self, tensor_bytes: int) -> int:
+        """How many batches fill `tensor_bytes` (one at least; one where the batch shape is not fixed)."""
+        return max(1, tensor_bytes // (int(np.prod(self.output_shape)) * 4)) if self.output_shape else 1
+
     def __call__(self, start: int, count: int, spare: queue.SimpleQueue[np.ndarray] | None = None) -> list[_Batch]:
         """The batches of `count` items from `start` on, written into `spare` batch arrays where there are some."""
         end = min(start + count, len(self.items))
@@ -185,16 +193,19 @@ class _BatchLoader:
             output = np.empty(self.output_shape, np.float32)
         indices: list[int] = []
         tensors: list[np.ndarray] = []
-        for index, path, image in decoded:
-            try:
-                if output is None:
-                    tensors.append(preprocess(image))
-                else:  # straight into the batch: no per-image array, no stacking copy
-                    preprocess(image, out=output[len(indices)])
-            except InputError as error:
-                self._failed(failures, f"{path}: {error}")
-                continue
-            indices.append(index)
+        if output is not None and self.grey and preprocess.fill_batch([image for _, _, image in decoded], output):
+            indices = [index for index, _, _ in decoded]  # greyscale images of one size, as one stack
+        else:
+            for index, path, image in decoded:
+                try:
+                    if output is None:
+                        tensors.append(preprocess(image))
+                    else:  # straight into the batch: no per-image array, no stacking copy
+                        preprocess(image, out=output[len(indices)])
+                except InputError as error:
+                    self._failed(failures, f"{path}: {error}")
+                    continue
+                indices.append(index)
         if not indices:
             return _Batch(indices, None, failures)
         # Pad the last batch to the full size: the engine keeps one input shape (OpenVINO compiles one per shape).
@@ -211,24 +222,34 @@ class _BatchLoader:
         failures.append(message)
 
 
+def _task_spans(load: _BatchLoader, total: int, most: int) -> Iterator[tuple[int, int]]:
+    """(first item, item count) of each decoding task: 1, 2, 4... batches, up to `most` batches.
+
+    The engine starts as soon as one batch is decoded, and the decoders stay ahead of it from there.
+    """
+    start, batches = 0, 1
+    while start < total:
+        yield start, batches * load.batch_size
+        start += batches * load.batch_size
+        batches = min(2 * batches, most)
+
+
 def _thread_batches(load: _BatchLoader, total: int, workers: int) -> Iterator[_Batch]:
     """Batches in data-set order, decoded by a thread pool at most a few tasks ahead of the engine.
 
-    A task holds several batches when batches are small: each hand-off between threads costs
-    about as much as decoding a small image. Batch arrays are recycled: a batch's tensor is valid
-    until the next batch is asked for (fresh memory costs page faults, 7 µs per 28×28 image).
+    A task holds several batches when batches are small (TASK_TENSOR_BYTES). Batch arrays are recycled:
+    a batch's tensor is valid until the next batch is asked for (fresh memory costs page faults, 7 µs
+    per 28×28 image).
     """
-    batch = load.batch_size
-    task_images = batch * max(1, -(-IMAGES_PER_TASK // batch))
-    starts = iter(range(0, total, task_images))
+    spans = _task_spans(load, total, load.batches_in(TASK_TENSOR_BYTES))
     pending: deque[Future[list[_Batch]]] = deque()
     pool = ThreadPoolExecutor(workers, thread_name_prefix="eval-decode")
     spare: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
 
     def submit_next() -> None:
-        start = next(starts, None)
-        if start is not None:
-            pending.append(pool.submit(load, start, task_images, spare))
+        span = next(spans, None)
+        if span is not None:
+            pending.append(pool.submit(load, *span, spare))
 
     try:
         for _ in range(PREFETCH_TASKS_PER_WORKER * workers + 1):
@@ -248,8 +269,8 @@ def _thread_batches(load: _BatchLoader, total: int, workers: int) -> Iterator[_B
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _process_worker(load: _BatchLoader, slots: np.ndarray, tasks: Any, results: Any) -> None:
-    """A forked decoding process (see _process_batches): fills the shared batch slot of each task."""
+def _process_worker(load: _BatchLoader, slots: np.ndarray, tasks: Any, results: Any, results_lock: Any) -> None:
+    """A forked decoding process (see _process_batches): fills the shared batch slots of each task."""
     import cv2
 
     # Not the engine's handlers (Paddle's prints a crash report on SIGTERM); Ctrl-C is the parent's to handle.
@@ -257,73 +278,96 @@ def _process_worker(load: _BatchLoader, slots: np.ndarray, tasks: Any, results: 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(1)
     while (task := tasks.get()) is not None:
-        slot, start = task
+        group, start, count = task
+        firsts = range(start, min(start + count, len(load.items)), load.batch_size)
         try:
-            batch = load.load_batch(start, slots[slot])
-            results.put((start, slot, batch.indices, batch.failures, None))
+            batches = [load.load_batch(first, slot) for first, slot in zip(firsts, slots[group])]
+            message = (start, group, [(batch.indices, batch.failures) for batch in batches], None)
         except InputError as error:
-            results.put((start, slot, [], [], str(error)))
+            message = (start, group, [], str(error))
+        with results_lock:  # sent now, from this thread (a multiprocessing.Queue's feeder thread lags behind)
+            results.send(message)
 
 
-def _process_batches(load: _BatchLoader, total: int, workers: int) -> Iterator[_Batch]:
+class _ProcessBatches:
     """Batches in data-set order, decoded by forked processes into shared memory (no copy on the way back).
 
-    For engines that keep the GIL while they run: decoding threads would stall behind them. Forked
-    workers start in milliseconds with the preprocessing already built and only run OpenCV and numpy.
-    A batch's tensor is valid until the next batch is asked for (its slot is then reused).
+    For engines that keep the GIL while they run: decoding threads would stall behind them. Workers
+    are forked when this is made, with the preprocessing already built (they only run OpenCV and
+    numpy), and start work at the first batch asked for. A task holds several batches when batches are
+    small (PROCESS_TASK_TENSOR_BYTES). A batch's tensor is valid until the next batch is asked for (its slot is
+    reused).
     """
-    assert load.output_shape is not None
-    context = multiprocessing.get_context("fork")
-    slots_shape = (PREFETCH_TASKS_PER_WORKER * workers + 1, *load.output_shape)
-    memory = mmap.mmap(-1, int(np.prod(slots_shape)) * 4)  # anonymous and shared with the forked workers
-    slots = np.ndarray(slots_shape, np.float32, buffer=memory)
-    tasks, results = context.SimpleQueue(), context.Queue()
-    processes = [
-        context.Process(target=_process_worker, args=(load, slots, tasks, results), daemon=True) for _ in range(workers)
-    ]
-    starts = iter(range(0, total, load.batch_size))
-    order: deque[int] = deque()
-    done: dict[int, tuple[int, int, list[int], list[str], str | None]] = {}
-    batch: _Batch | None = None
 
-    def submit(slot: int) -> None:
-        start = next(starts, None)
-        if start is not None:
-            order.append(start)
-            tasks.put((slot, start))
+    def __init__(self, load: _BatchLoader, total: int, workers: int) -> None:
+        assert load.output_shape is not None
+        context = multiprocessing.get_context("fork")
+        self.load, self.total = load, total
+        per_task = load.batches_in(PROCESS_TASK_TENSOR_BYTES)
+        shape = (PREFETCH_TASKS_PER_WORKER * workers + 1, per_task, *load.output_shape)
+        self.memory = mmap.mmap(-1, int(np.prod(shape)) * 4)  # anonymous and shared with the forked workers
+        self.slots = np.ndarray(shape, np.float32, buffer=self.memory)
+        self.tasks = context.SimpleQueue()
+        self.results, self.results_writer = context.Pipe(duplex=False)
+        arguments = (load, self.slots, self.tasks, self.results_writer, context.Lock())
+        self.current: _Batch | None = None
+        self.processes = [
+            context.Process(target=_process_worker, args=arguments, daemon=True) for _ in range(workers)
+        ]
+        try:
+            for process in self.processes:
+                process.start()
+        except BaseException:
+            self.close()
+            raise
 
-    try:
-        for process in processes:
-            process.start()
-        for slot in range(slots_shape[0]):
-            submit(slot)
+    def __iter__(self) -> Iterator[_Batch]:
+        spans = _task_spans(self.load, self.total, len(self.slots[0]))
+        order: deque[int] = deque()
+        done: dict[int, tuple[int, int, list[tuple[list[int], list[str]]], str | None]] = {}
+
+        def submit(group: int) -> None:
+            span = next(spans, None)
+            if span is not None:
+                order.append(span[0])
+                self.tasks.put((group, *span))
+
+        for group in range(len(self.slots)):
+            submit(group)
         while order:
             start = order.popleft()
             while start not in done:
-                try:
-                    result = results.get(timeout=1.0)
-                except queue.Empty:
-                    if not all(process.is_alive() for process in processes):
-                        raise InputError("a decoding process ended unexpectedly (out of memory?)") from None
+                if not self.results.poll(1.0):
+                    if not all(process.is_alive() for process in self.processes):
+                        raise InputError("a decoding process ended unexpectedly (out of memory?)")
                     continue
+                result = self.results.recv()
                 done[result[0]] = result
-            _, slot, indices, failures, error = done.pop(start)
+            _, group, loaded, error = done.pop(start)
             if error is not None:
                 raise InputError(f"{error} (--strict)")
-            batch = _Batch(indices, slots[slot] if indices else None, failures)
-            yield batch
-            batch.tensor = None  # the caller is done with it: the slot takes the next batch
-            submit(slot)
-    finally:
-        if batch is not None:
-            batch.tensor = None
-        for process in processes:
-            process.terminate()  # the queue may still hold tasks (an error, Ctrl-C): no need to finish them
-        for process in processes:
-            process.join()
-        results.close()
-        del slots
-        memory.close()
+            for slot, (indices, failures) in zip(self.slots[group], loaded):
+                self.current = _Batch(indices, slot if indices else None, failures)
+                yield self.current
+                self.current.tensor = None  # the caller is done with it
+            submit(group)  # the group's slots take the next task
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.tensor = None
+        for process in self.processes:
+            if process.pid is not None:
+                process.terminate()  # the queue may still hold tasks (an error, Ctrl-C): no need to finish them
+        for process in self.processes:
+            if process.pid is not None:
+                process.join()
+        self.results.close()
+        self.results_writer.close()
+        del self.slots
+        try:
+            self.memory.close()
+        except BufferError:  # a view still held (an error's traceback): unmapped when it goes
+            pass
 
 
 def _first_readable_tensor(classifier: Classifier, dataset: Dataset, strict: bool) -> np.ndarray:
@@ -375,31 +419,58 @@ def _progress_bar(total: int, description: str) -> Any:
 
 
 class _Tally:
-    """One model's engine and running counts during an evaluation pass."""
+    """One model's engine and running counts during an evaluation pass.
+
+    Scores wait in a chunk of SCORES_CHUNK_BYTES and are counted a chunk at a time: per batch the
+    engine's loop does one copy instead of a dozen numpy calls (each a few µs after an engine call).
+    """
 
     def __init__(
-        self, classifier: Classifier, batch: int, first_tensor: np.ndarray, dataset: Dataset, topk: int
+        self,
+        classifier: Classifier,
+        batch: int,
+        first_tensor: np.ndarray,
+        dataset: Dataset,
+        labels: np.ndarray,
+        topk: int,
     ) -> None:
-        self.classifier, self.runtime, self.batch = classifier, classifier.runtime, batch
+        self.classifier, self.runtime, self.batch, self.labels = classifier, classifier.runtime, batch, labels
         outputs = self.runtime.infer(np.repeat(first_tensor[None], batch, axis=0))  # warm-up, and the class count
         self.model_classes = int(outputs.reshape(batch, -1).shape[1])
         _check_labels(dataset, self.model_classes)
         self.k = min(topk, self.model_classes)
         self.predictions = np.full(len(dataset), -1, dtype=np.int64)
         self.in_topk = np.zeros(len(dataset), dtype=bool)
+        chunk = max(batch, SCORES_CHUNK_BYTES // (4 * self.model_classes))
+        self.scores = np.empty((chunk, self.model_classes), np.float32)
+        self.rows = np.empty(chunk, np.int64)
+        self.filled = 0
 
-    def add(self, tensor: np.ndarray, rows: np.ndarray, labels: np.ndarray) -> None:
-        scores = self.runtime.infer(tensor).reshape(self.batch, -1)[: len(rows)]
+    def add(self, tensor: np.ndarray, indices: list[int]) -> None:
+        """Run one batch; `indices` are the data-set items of its first len(indices) rows."""
+        count = len(indices)
+        if self.filled + count > len(self.scores):
+            self.count()
+        end = self.filled + count
+        self.scores[self.filled : end] = self.runtime.infer(tensor).reshape(self.batch, -1)[:count]
+        self.rows[self.filled : end] = indices
+        self.filled = end
+
+    def count(self) -> None:
+        """Top-1 and top-k of the scores waiting in the chunk."""
+        scores, rows = self.scores[: self.filled], self.rows[: self.filled]
         self.predictions[rows] = scores.argmax(axis=1)
         if self.k < self.model_classes:
             top = np.argpartition(-scores, self.k - 1, axis=1)[:, : self.k]
-            self.in_topk[rows] = (top == labels[:, None]).any(axis=1)
+            self.in_topk[rows] = (top == self.labels[rows, None]).any(axis=1)
         else:
             self.in_topk[rows] = True
+        self.filled = 0
 
     def result(
-        self, dataset: Dataset, labels: np.ndarray, unreadable: list[str], seconds: float, extra: dict[str, Any]
+        self, dataset: Dataset, unreadable: list[str], seconds: float, extra: dict[str, Any]
     ) -> EvalResult:
+        labels = self.labels
         readable = self.predictions >= 0
         count = int(readable.sum())
         if count == 0:
@@ -462,7 +533,6 @@ def _evaluate_pass(
     leader = classifiers[0]
     workers = workers or default_workers(max(c.runtime.options.threads for c in classifiers))
     first_tensor = _first_readable_tensor(leader, dataset, strict)
-    tallies = [_Tally(classifier, batch, first_tensor, dataset, topk) for classifier in classifiers]
     labels = np.array([label for _, label in dataset.items], dtype=np.int64)
     unreadable: list[str] = []
     load = _BatchLoader(leader.preprocess, dataset.items, batch, strict)
@@ -473,26 +543,29 @@ def _evaluate_pass(
         and load.output_shape
         and len(dataset) >= PROCESS_MIN_IMAGES
     )
-    if in_processes:
-        batches = _process_batches(load, len(dataset), workers)
-    else:
-        batches = _thread_batches(load, len(dataset), workers)
+    # Decoding processes start up while the engines warm up.
+    decoders = _ProcessBatches(load, len(dataset), workers) if in_processes else None
+    batches = iter(decoders) if decoders else _thread_batches(load, len(dataset), workers)
     with _single_threaded_opencv():
-        began = time.perf_counter()
-        if bar is not None:
-            bar.start()
         try:
+            tallies = [_Tally(classifier, batch, first_tensor, dataset, labels, topk) for classifier in classifiers]
+            began = time.perf_counter()
+            if bar is not None:
+                bar.start()
             for item in batches:
                 unreadable.extend(item.failures)
                 if item.tensor is not None:
-                    rows = np.asarray(item.indices)
                     for tally in tallies:
-                        tally.add(item.tensor, rows, labels[rows])
+                        tally.add(item.tensor, item.indices)
                 if bar is not None:
                     bar.advance(task, len(item.indices) + len(item.failures))
+            for tally in tallies:
+                tally.count()
             seconds = time.perf_counter() - began
         finally:
             batches.close()
+            if decoders is not None:
+                decoders.close()
             if bar is not None:
                 bar.stop()
     extra = {
@@ -500,7 +573,7 @@ def _evaluate_pass(
         "decode_in": "processes" if in_processes else "threads",
         "models_per_decode": len(classifiers),
     }
-    return [tally.result(dataset, labels, unreadable, seconds, extra) for tally in tallies]
+    return [tally.result(dataset, unreadable, seconds, extra) for tally in tallies]
 
 
 def evaluate_classifier(classifier: Classifier, dataset: Dataset, *args: Any, **kwargs: Any) -> EvalResult:

@@ -320,3 +320,31 @@ def test_recycled_batch_arrays_do_not_mix_images(demo_model_dir, fashion):
     result = evaluate_model(demo_model_dir, dataset, options, batch_size=4)
     classified = Classifier(demo_model_dir, options).classify([image for image, _ in dataset.items], topk=1)
     assert result.predictions == [prediction.class_ids[0] for prediction in classified]
+
+
+def test_scores_counted_in_small_chunks_give_the_same_accuracy(demo_model_dir, fashion, monkeypatch):
+    from paddlecls_q import evaluate
+
+    dataset = load_dataset(fashion, limit=100)
+    options = RuntimeOptions(backend="ort")
+    whole = evaluate_model(demo_model_dir, dataset, options, batch_size=8, topk=3)
+    monkeypatch.setattr(evaluate, "SCORES_CHUNK_BYTES", 1)  # one batch per chunk
+    chunked = evaluate_model(demo_model_dir, dataset, options, batch_size=8, topk=3)
+    assert chunked.predictions == whole.predictions
+    assert (chunked.correct_top1, chunked.correct_topk) == (whole.correct_top1, whole.correct_topk)
+    assert whole.correct_top1 < whole.correct_topk < 100  # top-3 counted, and not trivially
+
+
+@pytest.mark.parametrize("total, batch, most", [(1, 4, 8), (100, 4, 8), (10_000, 32, 4), (65, 32, 1)])
+def test_decoding_tasks_cover_every_item_once_starting_small(total, batch, most):
+    from paddlecls_q.evaluate import _task_spans
+
+    class Load:
+        batch_size = batch
+
+    spans = list(_task_spans(Load(), total, most))
+    assert spans[0] == (0, batch)
+    assert [start for start, _ in spans] == [0, *np.cumsum([count for _, count in spans])[:-1]]
+    assert spans[-1][0] < total <= spans[-1][0] + spans[-1][1]
+    assert max(count for _, count in spans) <= most * batch
+    assert [count for _, count in spans][:3] == [batch * min(2**i, most) for i in range(3)][: len(spans)]

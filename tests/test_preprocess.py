@@ -411,3 +411,31 @@ def test_fast_plan_takes_a_grey_plane_as_its_rgb_image(interpolation):
         assert np.array_equal(fast(grey), expected)
         out = np.empty_like(expected)
         assert fast(grey, out=out) is out and np.array_equal(out, expected)
+
+
+@pytest.mark.parametrize(
+    "resize, crop",
+    [({"size": 32}, None), ({"resize_short": 40}, 32), ({"resize_short": 36, "interpolation": "nearest"}, 28)],
+)
+def test_fill_batch_gives_each_grey_image_its_own_tensor(resize, crop):
+    """fill_batch (one table lookup per channel for the whole batch) writes what one call per image writes."""
+    from paddlecls_q.fast_preprocess import compile_plan
+
+    ops = [{"ResizeImage": resize}, *([{"CropImage": {"size": crop}}] if crop else [])]
+    ops += [{"NormalizeImage": {"scale": 0.00392157, "mean": [0.5, 0.4, 0.3], "std": [0.5, 0.6, 0.7], "order": ""}}]
+    reference = build([*ops, {"ToCHWImage": None}])
+    fast = compile_plan(reference)
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (28, 44), dtype=np.uint8) for _ in range(7)]
+    expected = np.stack([reference(cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)) for image in images])
+    out = np.full((9, *expected.shape[1:]), -7.0, np.float32)
+    assert not fast.fill_batch(images, out)  # nothing bound on this thread yet: the caller goes image by image
+    fast(images[0], out=out[0])
+    out[0] = -7.0
+    assert fast.fill_batch(images, out)
+    assert np.array_equal(out[:7], expected) and (out[7:] == -7.0).all()
+    # Images of another size, or RGB ones, are not the bound steps' to take: nothing written.
+    assert not fast.fill_batch([images[0], images[1][:, :40]], out)
+    assert not fast.fill_batch([cv2.cvtColor(images[0], cv2.COLOR_GRAY2RGB)], out)
+    assert not fast.fill_batch(images * 2, out)  # more images than rows
+    assert np.array_equal(out[:7], expected)

@@ -60,7 +60,7 @@ class OpenVinoRuntime(Runtime):
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         request = self.request_for(tuple(batch.shape))
-        request.infer({0: batch})
+        request.infer({0: batch}, share_inputs=True)  # no copy of the input (7 % of a small model's time)
         return request.get_output_tensor(0).data.copy()
 
     def engine_info(self) -> dict[str, Any]:
