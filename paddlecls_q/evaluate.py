@@ -294,9 +294,9 @@ class _ProcessBatches:
 
     For engines that keep the GIL while they run: decoding threads would stall behind them. Workers
     are forked when this is made, with the preprocessing already built (they only run OpenCV and
-    numpy), and start work at the first batch asked for. A task holds several batches when batches are
-    small (PROCESS_TASK_TENSOR_BYTES). A batch's tensor is valid until the next batch is asked for (its slot is
-    reused).
+    numpy), and start work at the first batch asked for. A task holds several batches when batches
+    are small (PROCESS_TASK_TENSOR_BYTES). A batch's tensor is valid until the next batch is asked
+    for (its slot is reused).
     """
 
     def __init__(self, load: _BatchLoader, total: int, workers: int) -> None:
@@ -450,13 +450,13 @@ class _Tally:
         """Run one batch; `indices` are the data-set items of its first len(indices) rows."""
         count = len(indices)
         if self.filled + count > len(self.scores):
-            self.count()
+            self.count_chunk()
         end = self.filled + count
         self.scores[self.filled : end] = self.runtime.infer(tensor).reshape(self.batch, -1)[:count]
         self.rows[self.filled : end] = indices
         self.filled = end
 
-    def count(self) -> None:
+    def count_chunk(self) -> None:
         """Top-1 and top-k of the scores waiting in the chunk."""
         scores, rows = self.scores[: self.filled], self.rows[: self.filled]
         self.predictions[rows] = scores.argmax(axis=1)
@@ -560,7 +560,7 @@ def _evaluate_pass(
                 if bar is not None:
                     bar.advance(task, len(item.indices) + len(item.failures))
             for tally in tallies:
-                tally.count()
+                tally.count_chunk()
             seconds = time.perf_counter() - began
         finally:
             batches.close()

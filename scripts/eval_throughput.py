@@ -5,11 +5,12 @@
     python scripts/eval_throughput.py --model-dir DIR --data val_list.txt --limit 500
     python scripts/eval_throughput.py --compare INT8_DIR     # FP32 + INT8 in one decoding pass (eval --compare)
 
-Both measurements use the same loaded engine and the same batch size, alternated run by run. Two
-ratios (eval / engine; the target is at least 0.9): best eval run over best engine run, and the
-median over the alternations of each eval run over the engine run just before it. This VM's speed
-drifts by 10-30 % from one second to the next (Paddle Inference alone: 0.53-1.0 s for the same
-10,000 images), so one pair proves little; the median of pairs is the steadier number.
+Both measurements use the same loaded engine and the same batch size, alternated run by run (engine
+then eval, eval then engine, ...). Two ratios (eval / engine; the target is at least 0.9): best eval
+run over best engine run, and the median over the pairs of each eval run over its paired engine
+run. This VM's speed drifts by 10-30 % from one second to the next (Paddle Inference alone: 0.53 to
+1.0 s for the same 10,000 images, one run after another), so one pair proves little; the median of
+pairs is the steadier number.
 
 Wall-clock ratios only mean something on an otherwise idle machine, so the script also reports CPU
 time per image of the engine and of decoding + preprocessing (one worker's share), and from them the
@@ -121,13 +122,18 @@ def main() -> None:
         for each in classifiers:
             each.runtime.infer(batches[0])  # warm-up
         engine_runs, eval_runs, engine_cpu, top1 = [], [], [], None
-        for _ in range(args.repeats):
-            speed, cpu_us = engine_images_per_s(classifiers, batches, len(dataset), batch)
-            engine_runs.append(speed)
-            engine_cpu.append(cpu_us)
-            result = evaluate_classifiers(classifiers, dataset, batch, strict=True, workers=workers)[0]
-            eval_runs.append(result.images_per_s)
-            top1 = result.top1
+        for repeat in range(args.repeats):
+            # Engine first, then eval first, and so on: a machine slowing down (or speeding up) over a
+            # pair favours neither side.
+            for side in ("engine", "eval") if repeat % 2 == 0 else ("eval", "engine"):
+                if side == "engine":
+                    speed, cpu_us = engine_images_per_s(classifiers, batches, len(dataset), batch)
+                    engine_runs.append(speed)
+                    engine_cpu.append(cpu_us)
+                else:
+                    result = evaluate_classifiers(classifiers, dataset, batch, strict=True, workers=workers)[0]
+                    eval_runs.append(result.images_per_s)
+                    top1 = result.top1
         decode_us = min(decode_cpu_us(classifier, dataset, batch) for _ in range(args.repeats))
     engine_us = min(engine_cpu)
     # On an otherwise idle machine with the workers on their own cores, eval runs at the slower of the two.

@@ -23,7 +23,8 @@ def eval_command(
     model_dir: Annotated[Path | None, typer.Option("--model-dir", help="Paddle inference model folder.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Registry model name (see `models`).")] = None,
     compare_dir: Annotated[
-        Path | None, typer.Option("--compare", help="A second model folder (the INT8 one) to compare against; same images, one decode.")
+        Path | None,
+        typer.Option("--compare", help="A second model (the INT8 folder) to compare with: same images, one decode."),
     ] = None,
     backend: Annotated[str, typer.Option("--backend", help=f"Engine: {', '.join(BACKENDS)}.")] = "ort",
     device: Annotated[str, typer.Option("--device", help="cpu or gpu.")] = "cpu",
@@ -33,7 +34,8 @@ def eval_command(
     limit: Annotated[int | None, typer.Option("--limit", help="Evaluate only N images.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="An unreadable image is an error.")] = False,
     workers: Annotated[
-        int | None, typer.Option("--workers", help="Decoding threads (default: what fits beside --threads).")
+        int | None,
+        typer.Option("--workers", help="Decoding threads (processes for paddle); default: what fits beside --threads."),
     ] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="GPU: let the engine run FP16 kernels.")] = False,
     pinned_memory: Annotated[bool, typer.Option("--pinned-memory", help="GPU: pinned host buffers.")] = False,
