@@ -222,15 +222,15 @@ class _BatchLoader:
         failures.append(message)
 
 
-def _task_spans(load: _BatchLoader, total: int, most: int) -> Iterator[tuple[int, int]]:
+def _task_spans(batch_size: int, total: int, most: int) -> Iterator[tuple[int, int]]:
     """(first item, item count) of each decoding task: 1, 2, 4... batches, up to `most` batches.
 
     The engine starts as soon as one batch is decoded, and the decoders stay ahead of it from there.
     """
     start, batches = 0, 1
     while start < total:
-        yield start, batches * load.batch_size
-        start += batches * load.batch_size
+        yield start, batches * batch_size
+        start += batches * batch_size
         batches = min(2 * batches, most)
 
 
@@ -241,7 +241,7 @@ def _thread_batches(load: _BatchLoader, total: int, workers: int) -> Iterator[_B
     a batch's tensor is valid until the next batch is asked for (fresh memory costs page faults, 7 µs
     per 28×28 image).
     """
-    spans = _task_spans(load, total, load.batches_in(TASK_TENSOR_BYTES))
+    spans = _task_spans(load.batch_size, total, load.batches_in(TASK_TENSOR_BYTES))
     pending: deque[Future[list[_Batch]]] = deque()
     pool = ThreadPoolExecutor(workers, thread_name_prefix="eval-decode")
     spare: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
@@ -302,7 +302,7 @@ class _ProcessBatches:
     def __init__(self, load: _BatchLoader, total: int, workers: int) -> None:
         assert load.output_shape is not None
         context = multiprocessing.get_context("fork")
-        self.load, self.total = load, total
+        self.batch_size, self.total = load.batch_size, total
         per_task = load.batches_in(PROCESS_TASK_TENSOR_BYTES)
         shape = (PREFETCH_TASKS_PER_WORKER * workers + 1, per_task, *load.output_shape)
         self.memory = mmap.mmap(-1, int(np.prod(shape)) * 4)  # anonymous and shared with the forked workers
@@ -322,7 +322,7 @@ class _ProcessBatches:
             raise
 
     def __iter__(self) -> Iterator[_Batch]:
-        spans = _task_spans(self.load, self.total, len(self.slots[0]))
+        spans = _task_spans(self.batch_size, self.total, len(self.slots[0]))
         order: deque[int] = deque()
         done: dict[int, tuple[int, int, list[tuple[list[int], list[str]]], str | None]] = {}
 

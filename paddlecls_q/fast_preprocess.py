@@ -179,14 +179,16 @@ class FastPreprocessor:
         fx, fy = plan.resized_width / image_shape[1], plan.resized_height / image_shape[0]
         size = (plan.resized_width, plan.resized_height)
 
+        def resize(image: np.ndarray, dst: np.ndarray) -> np.ndarray:
+            if trimmed:
+                band = image[:band_height, :band_width]
+                return cv2.resize(band, (0, 0), dst=dst, fx=fx, fy=fy, interpolation=interpolation)
+            return cv2.resize(image, size, dst=dst, interpolation=interpolation)
+
         def steps(image: np.ndarray, out: np.ndarray | None) -> np.ndarray:
             if out is None:
                 out = np.empty(shape, np.float32)
-            if trimmed:
-                band = image[:band_height, :band_width]
-                resized = cv2.resize(band, (0, 0), dst=resized_buffer, fx=fx, fy=fy, interpolation=interpolation)
-            else:
-                resized = cv2.resize(image, size, dst=resized_buffer, interpolation=interpolation)
+            resized = resize(image, resized_buffer)
             kept = cropped if resized is resized_buffer else resized[rows, columns]
             red, green, blue = (kept, kept, kept) if grey else cv2.split(kept, planes)
             cv2.LUT(red, first, dst=out[0])
@@ -205,13 +207,7 @@ class FastPreprocessor:
             stack = self._stack_for(count, plan.crop_height, plan.crop_width)
             for index, image in enumerate(images):
                 kept = stack[index]
-                if whole:  # resized straight into the stack
-                    resized = cv2.resize(image, size, dst=kept, interpolation=interpolation)
-                elif trimmed:
-                    band = image[:band_height, :band_width]
-                    resized = cv2.resize(band, (0, 0), dst=resized_buffer, fx=fx, fy=fy, interpolation=interpolation)
-                else:
-                    resized = cv2.resize(image, size, dst=resized_buffer, interpolation=interpolation)
+                resized = resize(image, kept if whole else resized_buffer)  # whole: straight into the stack
                 if resized is not kept:
                     kept[...] = cropped if resized is resized_buffer else resized[rows, columns]
             pixels = stack.reshape(count, -1)
@@ -261,9 +257,9 @@ class FastPreprocessor:
 
     def _plan_for(self, image: np.ndarray) -> SizePlan | None:
         """The plan for this image's size, or None where the reference must run (it also raises the errors)."""
-        if not isinstance(image, np.ndarray) or image.dtype != UINT8 or image.shape[2:] not in ((3,), ()):
+        if not isinstance(image, np.ndarray) or image.dtype != UINT8 or image.ndim not in (2, 3):
             return None
-        if image.ndim not in (2, 3):
+        if image.shape[2:] not in ((3,), ()):
             return None
         key = image.shape[:2]
         last = self._last_plan
