@@ -14,8 +14,6 @@ from paddlecls_q.model_files import ModelFiles, find_model_files, require_infere
 from paddlecls_q.preprocess import build_preprocessor, read_image
 from paddlecls_q.runtime import Runtime, create_runtime
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-
 
 @dataclass(frozen=True)
 class Prediction:
@@ -38,18 +36,6 @@ def resolve_model_dir(model_dir: Path | None, model: str | None, quantized: bool
         flag = " --quantized" if quantized else ""
         raise ConfigError(f"model {model!r} is not downloaded yet ({folder}); run `paddlecls-q download {model}{flag}`")
     return folder
-
-
-def list_images(path: Path) -> list[Path]:
-    """One image file, or the images of a folder (sorted, not recursive)."""
-    if not path.exists():
-        raise InputError(f"{path}: image path not found")
-    if path.is_file():
-        return [path]
-    images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not images:
-        raise InputError(f"{path}: no images in folder (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    return images
 
 
 def read_label_file(path: Path) -> dict[int, str]:

@@ -408,18 +408,18 @@ def test_a_killed_run_leaves_no_output_and_the_next_run_cleans_up(
 def test_an_exception_mid_run_leaves_nothing(
     demo_model: Path, fashion: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from paddlecls_q import quantize as quantize_module
+    from paddlecls_q.quantize import pipeline
 
     def failing_ptq(plan: Any, images: Any, work: Path, keep: list[str], progress: Any) -> Path:
         (work / "ptq").mkdir(parents=True)
         (work / "ptq" / "inference.pdmodel").write_bytes(b"half written")
         raise RuntimeError("calibration crashed")
 
-    monkeypatch.setattr(quantize_module, "_run_ptq", failing_ptq)
+    monkeypatch.setattr(pipeline, "run_ptq", failing_ptq)
     output = tmp_path / "int8"
     config = load_quantize_config(write_config(tmp_path, ptq_config(demo_model, fashion / "images" / "train", output)))
     with pytest.raises(RuntimeError, match="calibration crashed"):
-        quantize_module.quantize(config)
+        pipeline.quantize(config)
     assert not output.exists() and partials(output) == []
 
 
@@ -464,9 +464,9 @@ def _fake_accuracy(drops: list[float]) -> Any:
 def test_over_budget_exits_3_and_publishes_nothing_at_the_output(
     demo_model: Path, fashion: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from paddlecls_q import quantize as quantize_module
+    from paddlecls_q.quantize import pipeline
 
-    monkeypatch.setattr(quantize_module, "_measure_accuracy", _fake_accuracy([1.5]))
+    monkeypatch.setattr(pipeline, "measure_accuracy", _fake_accuracy([1.5]))
     output = tmp_path / "int8"
     data = ptq_config(
         demo_model,
@@ -490,10 +490,10 @@ def test_sensitivity_keeps_the_worst_layers_in_fp32_until_the_budget_holds(
     import onnx
 
     from paddlecls_q import qdq_onnx
-    from paddlecls_q import quantize as quantize_module
+    from paddlecls_q.quantize import pipeline
 
     fake = _fake_accuracy([0.8, 0.5, 0.2])
-    monkeypatch.setattr(quantize_module, "_measure_accuracy", fake)
+    monkeypatch.setattr(pipeline, "measure_accuracy", fake)
     output = tmp_path / "int8"
     data = ptq_config(
         demo_model,
@@ -501,7 +501,7 @@ def test_sensitivity_keeps_the_worst_layers_in_fp32_until_the_budget_holds(
         output,
         accuracy={"eval_list": str(fashion / "val_list.txt"), "max_drop": 0.3, "sensitivity_images": 32},
     )
-    report = quantize_module.quantize(load_quantize_config(write_config(tmp_path, data)), sensitivity=True)
+    report = pipeline.quantize(load_quantize_config(write_config(tmp_path, data)), sensitivity=True)
     ranking = report.sensitivity["ranking"]
     assert len(ranking) == 27 and ranking[0]["kl_gain"] >= ranking[-1]["kl_gain"]
     assert report.keep_fp32_layers == [ranking[0]["layer"], ranking[1]["layer"]]

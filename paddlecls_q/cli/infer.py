@@ -10,7 +10,8 @@ from rich.table import Table
 
 from paddlecls_q.cli.app import command, console, print_json, runtime_options
 from paddlecls_q.config import BACKENDS
-from paddlecls_q.infer import Classifier, list_images, resolve_model_dir
+from paddlecls_q.infer import Classifier, resolve_model_dir
+from paddlecls_q.quantize.images import list_images
 
 
 @command("infer")
@@ -33,7 +34,7 @@ def infer_command(
     if topk is not None and topk < 1:
         raise typer.BadParameter("must be at least 1", param_hint="--topk")
     folder = resolve_model_dir(model_dir, model, quantized)
-    paths = list_images(image)
+    paths = list_images(image, allow_file=True)
     classifier = Classifier(folder, options, label_file)
     predictions = classifier.classify(paths, topk or classifier.config.topk)
     if as_json:

@@ -33,18 +33,31 @@ def onnx_model_for(files: ModelFiles, backend: str, cache_dir: Path | None = Non
         return target
     cache.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".{os.getpid()}.partial")
-    command = [sys.executable, "-m", "paddlecls_q.runtime.convert", str(files.program), str(files.params), str(partial)]
+    try:
+        paddle_to_onnx(files.program, files.params, partial)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, target)
+    return target
+
+
+def paddle_to_onnx(program: Path, params: Path, target: Path) -> Path:
+    """Convert one Paddle model to ONNX at `target` with paddle2onnx in a child process.
+
+    The only place paddle2onnx runs: it can abort the whole process on models it dislikes, so it
+    never runs in ours. Raises ModelFormatError with paddle2onnx's last line when it fails, or
+    after CONVERT_TIMEOUT_S.
+    """
+    command = [sys.executable, "-m", "paddlecls_q.runtime.convert", str(program), str(params), str(target)]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        partial.unlink(missing_ok=True)
-        raise ModelFormatError(f"{files.program}: paddle2onnx did not finish in {CONVERT_TIMEOUT_S} s") from None
-    if result.returncode != 0 or not partial.is_file():
-        partial.unlink(missing_ok=True)
+        raise ModelFormatError(f"{program}: paddle2onnx did not finish in {CONVERT_TIMEOUT_S} s") from None
+    if result.returncode != 0 or not target.is_file():
         lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
         reason = lines[-1].strip() if lines else f"exit code {result.returncode}"
-        raise ModelFormatError(f"{files.program}: paddle2onnx could not convert the model: {reason}")
-    os.replace(partial, target)
+        raise ModelFormatError(f"{program}: paddle2onnx could not convert the model: {reason}")
     return target
 
 

@@ -1,0 +1,115 @@
+"""The deployable folder: INT8 Paddle model, the FP32 folder's inference_cls.yaml and label file, one ONNX file per engine."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from paddlecls_q.config import load_inference_cls_yaml
+from paddlecls_q.qdq_onnx import ReduceRange
+from paddlecls_q.model_files import DTYPE_BYTES, INFERENCE_CLS_YAML
+from paddlecls_q.quantize.plan import QuantizationPlan, is_within
+from paddlecls_q.runtime.convert import paddle_to_onnx
+
+
+def align_weight_dtypes(program: Path, params: Path) -> int:
+    """Make the program's weight dtypes say what the params file holds; returns how many changed.
+
+    PaddleSlim's ONNX-format save stores quantized weights as int8 but leaves them declared
+    FP32 in the program, so a size check of the params against the program fails. The combined
+    params file lists every persistable tensor in name order, each with its own TensorDesc;
+    nothing is changed unless that walk covers the file exactly and every size matches.
+    """
+    import struct
+
+    from paddle.base.proto import framework_pb2
+
+    desc = framework_pb2.ProgramDesc.FromString(program.read_bytes())  # type: ignore[attr-defined]
+    block = desc.blocks[0]
+    variables = {
+        var.name: var
+        for var in block.vars
+        if var.persistable and var.type.type == 7 and var.name not in ("feed", "fetch")  # 7: DENSE_TENSOR
+    }
+    data, position, stored = params.read_bytes(), 0, {}
+    try:
+        for name in sorted(variables):
+            position += 4  # tensor version
+            (lod_levels,) = struct.unpack_from("<Q", data, position)
+            position += 8
+            for _ in range(lod_levels):
+                (size,) = struct.unpack_from("<Q", data, position)
+                position += 8 + size
+            position += 4  # tensor desc version
+            (desc_size,) = struct.unpack_from("<i", data, position)
+            position += 4
+            tensor = framework_pb2.VarType.TensorDesc.FromString(  # type: ignore[attr-defined]
+                data[position : position + desc_size]
+            )
+            position += desc_size + int(np.prod(tensor.dims, dtype=np.int64)) * DTYPE_BYTES[tensor.data_type]
+            stored[name] = tensor
+    except (struct.error, KeyError, ValueError):
+        return 0
+    if position != len(data):
+        return 0
+    changed = 0
+    for name, tensor in stored.items():
+        holder = variables[name].type
+        declared = (holder.dense_tensor if hasattr(holder, "dense_tensor") else holder.lod_tensor).tensor
+        # Scales are saved as [1, C] or [] where the program says [C] or [1]: compare sizes.
+        if -1 not in declared.dims and int(np.prod(declared.dims)) != int(np.prod(tensor.dims)):
+            return 0
+    for name, tensor in stored.items():
+        holder = variables[name].type
+        declared = (holder.dense_tensor if hasattr(holder, "dense_tensor") else holder.lod_tensor).tensor
+        if declared.data_type != tensor.data_type:
+            declared.data_type = tensor.data_type
+            changed += 1
+    if changed:
+        program.write_bytes(desc.SerializeToString())
+    return changed
+
+
+def assemble_folder(
+    plan: QuantizationPlan, quantized: Path, folder: Path, keep: list[str], reduce_range: ReduceRange
+) -> dict[str, Any]:
+    """Copy the INT8 model, the FP32 folder's yaml and labels, and write the per-engine ONNX files."""
+    from paddlecls_q import qdq_onnx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(quantized / "inference.pdmodel", folder / "inference.pdmodel")
+    shutil.copyfile(quantized / "inference.pdiparams", folder / "inference.pdiparams")
+    align_weight_dtypes(folder / "inference.pdmodel", folder / "inference.pdiparams")
+    shutil.copyfile(plan.files.inference_cls_yaml, folder / INFERENCE_CLS_YAML)
+    label_file = load_inference_cls_yaml(plan.files.inference_cls_yaml).class_id_map_file
+    if label_file:
+        source = plan.files.folder / label_file
+        if source.is_file() and is_within(source, plan.files.folder):
+            (folder / label_file).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, folder / label_file)
+    exported = paddle_to_onnx(
+        folder / "inference.pdmodel", folder / "inference.pdiparams", quantized / "paddle2onnx.onnx"
+    )
+    summaries = qdq_onnx.write_engine_models(
+        exported,
+        folder,
+        qdq_onnx.ENGINES,
+        reduce_range,
+        frozenset(keep),
+    )
+    return {engine: summary.to_dict() for engine, summary in summaries.items()}
+
+
+def folder_size(path: Path) -> int:
+    return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
+
+
+def quantized_weights(onnx_file: Path) -> list[str]:
+    import onnx
+
+    from paddlecls_q import qdq_onnx
+
+    return qdq_onnx.quantized_layers(onnx.load(str(onnx_file)))

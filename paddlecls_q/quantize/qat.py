@@ -1,0 +1,157 @@
+"""Quantization-aware training: PaddleSlim ACT distillation of the INT8 student against the FP32 model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from paddlecls_q.quantize.images import CalibrationImages
+from paddlecls_q.quantize.paddle_patches import (
+    fold_batch_norm,
+    keep_learning_rate_schedule,
+    quiet_paddle,
+    seed_everything,
+    static_mode,
+)
+from paddlecls_q.quantize.plan import QuantizationPlan
+from paddlecls_q.quantize.progress import Progress, raise_if_interrupted
+
+SKIP_QUANT_SCOPE = "/skip_quant/"
+
+
+def _prepare_student(plan: QuantizationPlan, keep: list[str], target: Path) -> list[str]:
+    """The FP32 model with BatchNorm folded into its convs and FP32 layers marked skip_quant.
+
+    ACT trains every op in train mode; a BatchNorm there would re-estimate its statistics from
+    the few unlabeled images. Folding it first leaves nothing to drift. Returns warnings.
+    """
+    import paddle
+
+    warnings = []
+    with static_mode(onednn=False) as executor, quiet_paddle():
+        loaded: Any = paddle.static.load_inference_model(
+            str(plan.files.folder),
+            executor,
+            model_filename=plan.files.program.name,
+            params_filename=plan.files.params.name,
+        )
+        program, feed_names, fetch_targets = loaded
+        if plan.config.TrainConfig.freeze_bn:
+            program = fold_batch_norm(program)
+            left = sum(op.type == "batch_norm" for op in program.global_block().ops)
+            if left:
+                warnings.append(f"{left} BatchNorm layers do not follow a conv and stay trainable in QAT")
+        keep_set = set(keep)
+        for op in program.global_block().ops:
+            if keep_set & set(op.input_arg_names):
+                op._set_attr("op_namescope", SKIP_QUANT_SCOPE)
+        block = program.global_block()
+        paddle.static.save_inference_model(
+            str(target / "inference"),
+            [block.var(name) for name in feed_names],
+            [block.var(var.name) for var in fetch_targets],
+            executor,
+            program=program,
+            clip_extra=False,
+        )
+    return warnings
+
+
+def _act_config(plan: QuantizationPlan) -> dict[str, Any]:
+    config = plan.config
+    train = config.TrainConfig
+    rate = train.learning_rate
+    learning_rate: float | dict[str, Any] = (
+        float(rate.learning_rate or 0.0) if rate.type == "Constant" else {"type": rate.type, **rate.paddle_kwargs()}
+    )
+    optimizer: dict[str, Any] = {"type": train.optimizer_builder.optimizer.type}
+    if train.optimizer_builder.optimizer.momentum is not None:
+        optimizer["momentum"] = train.optimizer_builder.optimizer.momentum
+    builder: dict[str, Any] = {"optimizer": optimizer}
+    if train.optimizer_builder.weight_decay is not None:
+        builder["weight_decay"] = float(train.optimizer_builder.weight_decay)
+    quant = config.QuantAware
+    not_quant = list(dict.fromkeys([*quant.not_quant_pattern, SKIP_QUANT_SCOPE.strip("/")]))
+    return {
+        "Distillation": {
+            "alpha": float(config.Distillation.alpha),
+            "loss": config.Distillation.loss,
+            "node": list(plan.distillation_nodes),
+        },
+        "QuantAware": {
+            "use_pact": quant.use_pact,
+            "activation_bits": quant.activation_bits,
+            "weight_bits": quant.weight_bits,
+            "is_full_quantize": quant.is_full_quantize,
+            "onnx_format": True,
+            "activation_quantize_type": quant.activation_quantize_type,
+            "weight_quantize_type": quant.weight_quantize_type,
+            "not_quant_pattern": not_quant,
+            "quantize_op_types": list(quant.quantize_op_types),
+        },
+        "TrainConfig": {
+            "epochs": train.epochs,
+            "train_iter": train.train_iter,
+            "learning_rate": learning_rate,
+            "optimizer_builder": builder,
+            # Accuracy is measured on the deployed engines afterwards; ACT's own eval loop stays off.
+            "eval_iter": 1 << 30,
+            "logging_iter": 1,
+        },
+    }
+
+
+def run_qat(
+    plan: QuantizationPlan, images: CalibrationImages, work: Path, keep: list[str], progress: Progress
+) -> tuple[Path, int, float | None]:
+    from paddleslim.auto_compression import AutoCompression
+
+    settings, train = plan.config.Global, plan.config.TrainConfig
+    student = work / "fp32_student"
+    plan.warnings.extend(_prepare_student(plan, keep, student))
+    batch_size = min(settings.qat_batch_size, len(images.paths))
+    per_epoch = len(images.paths) // batch_size
+    # The config requires train_iter or epochs; with both, the smaller count of steps wins.
+    by_epochs = None if train.epochs is None else train.epochs * per_epoch
+    iterations = min(count for count in (train.train_iter, by_epochs) if count is not None)
+    rng = np.random.default_rng(settings.seed)
+    feed = plan.program.feed_names[0]
+    task = None
+    state: dict[str, Any] = {"loss": None, "training": False}
+
+    def train_loader() -> Iterator[dict[str, np.ndarray]]:
+        order = rng.permutation(len(images.paths))
+        for start in range(0, per_epoch * batch_size, batch_size):
+            raise_if_interrupted()
+            yield {feed: images.batch(order[start : start + batch_size])}
+            if state["training"]:
+                note = f"loss {state['loss']:.4g}" if state["loss"] is not None else ""
+                progress.advance(task, note=note)
+
+    def eval_loader() -> Iterator[dict[str, np.ndarray]]:
+        yield {feed: images.batch(list(range(batch_size)))}
+
+    def on_loss(value: float) -> None:
+        state["loss"] = value
+
+    target = work / "qat"
+    seed_everything(settings.seed)
+    with static_mode(onednn=False), quiet_paddle(on_loss), keep_learning_rate_schedule():
+        compressor = AutoCompression(
+            model_dir=str(student),
+            model_filename="inference.pdmodel",
+            params_filename="inference.pdiparams",
+            save_dir=str(target),
+            config=_act_config(plan),
+            train_dataloader=train_loader,
+            eval_dataloader=eval_loader,
+            deploy_hardware=None,
+        )
+        task = progress.add("QAT (distillation)", iterations)
+        state["training"] = True
+        compressor.compress()
+    progress.done(task)
+    return target, iterations, state["loss"]
