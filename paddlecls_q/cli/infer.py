@@ -16,7 +16,7 @@ from paddlecls_q.quantize.images import list_images
 
 @command("infer")
 def infer_command(
-    image: Annotated[Path, typer.Option("--image", help="Image file, or a folder of images.")],
+    image: Annotated[Path, typer.Option("--image", help="Image file, or a folder of images (searched recursively, hidden files skipped).")],
     model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Paddle inference model folder.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Registry model name (see `models`).")] = None,
     quantized: Annotated[bool, typer.Option("--quantized", help="With --model: the downloaded INT8 model.")] = False,

@@ -28,6 +28,7 @@ class EngineAccuracy:
 
 
 def eval_options(plan: QuantizationPlan, engine: str) -> RuntimeOptions:
+    """CPU runtime options for measuring `engine` with `accuracy.threads` (default: every core)."""
     threads = plan.config.accuracy.threads or os.cpu_count() or 1
     return RuntimeOptions(backend=engine, device="cpu", threads=threads)  # type: ignore[arg-type]
 

@@ -104,10 +104,12 @@ def assemble_folder(
 
 
 def folder_size(path: Path) -> int:
+    """Bytes of every file under `path`."""
     return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
 
 
 def quantized_weights(onnx_file: Path) -> list[str]:
+    """Paddle weight names of the layers that run in INT8 in an ONNX Q/DQ file."""
     import onnx
 
     from paddlecls_q import qdq_onnx

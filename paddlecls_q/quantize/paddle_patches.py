@@ -135,6 +135,7 @@ def static_mode(onednn: bool) -> Iterator[Any]:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and Paddle so that a run repeats."""
     import paddle
 
     random.seed(seed)

@@ -15,6 +15,8 @@ from paddlecls_q.quantize.paddle_patches import import_paddle, version_mismatche
 
 @dataclass
 class ProgramInfo:
+    """What the checks need from the FP32 Paddle program (read from its protobuf, nothing run)."""
+
     feed_names: list[str]
     fetch_names: list[str]
     variables: set[str]
@@ -24,6 +26,8 @@ class ProgramInfo:
 
 @dataclass
 class QuantizationPlan:
+    """Everything `plan_quantization` checked and decided; the later steps read it (QAT adds warnings)."""
+
     config: QuantizeConfig
     method: str
     files: ModelFiles
@@ -84,6 +88,7 @@ def _check_model(config: QuantizeConfig) -> ModelFiles:
 
 
 def is_within(path: Path, folder: Path) -> bool:
+    """Whether `path` is `folder` or inside it (symlinks resolved)."""
     try:
         path.resolve().relative_to(folder.resolve())
     except ValueError:

@@ -14,6 +14,7 @@ from paddlecls_q.quantize.progress import Progress, raise_if_interrupted
 
 
 def run_ptq(plan: QuantizationPlan, images: CalibrationImages, work: Path, keep: list[str], progress: Progress) -> Path:
+    """Calibrate with PaddleSlim `quant_post_static`; returns the folder of the INT8 Paddle model."""
     from paddleslim.quant import quant_post_static
 
     ptq = plan.config.PTQ

@@ -107,6 +107,7 @@ def _act_config(plan: QuantizationPlan) -> dict[str, Any]:
 def run_qat(
     plan: QuantizationPlan, images: CalibrationImages, work: Path, keep: list[str], progress: Progress
 ) -> tuple[Path, int, float | None]:
+    """Distill with PaddleSlim ACT; returns (INT8 model folder, iterations, final distillation loss)."""
     from paddleslim.auto_compression import AutoCompression
 
     settings, train = plan.config.Global, plan.config.TrainConfig

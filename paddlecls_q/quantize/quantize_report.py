@@ -44,6 +44,7 @@ class QuantizeReport:
 
 
 def installed_package_versions() -> dict[str, str]:
+    """The installed version of each package in PACKAGES, for the report."""
     versions = {}
     for name in PACKAGES:
         try:
