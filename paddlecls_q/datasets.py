@@ -15,8 +15,8 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Literal
 
 from paddlecls_q.errors import ConfigError, InputError
+from paddlecls_q.preprocess.image_io import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 VAL_LIST = "val_list.txt"
 TRAIN_LIST = "train_list.txt"
 LABEL_LIST = "label_list.txt"

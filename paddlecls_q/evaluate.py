@@ -28,9 +28,9 @@ import numpy as np
 from paddlecls_q.config import RuntimeOptions
 from paddlecls_q.datasets import Dataset
 from paddlecls_q.errors import ConfigError, InputError
-from paddlecls_q.fast_preprocess import FastPreprocessor
 from paddlecls_q.infer import Classifier
-from paddlecls_q.preprocess import Preprocessor, read_image
+from paddlecls_q.postprocess import in_top_k
+from paddlecls_q.preprocess import ImagePreprocessor, read_image
 
 # paddle-trt's engine is built with max_batch_size=1; trt's optimization profile stops at 32.
 MAX_BATCH_OF_BACKEND = {"paddle-trt": 1, "trt": 32}
@@ -146,14 +146,14 @@ class _Batch:
 class _BatchLoader:
     """Reads and preprocesses data-set items into batches; runs in the worker threads."""
 
-    def __init__(self, preprocess: Preprocessor, items: list[tuple[Path, int]], batch_size: int, strict: bool) -> None:
+    def __init__(self, preprocess: ImagePreprocessor, items: list[tuple[Path, int]], batch_size: int, strict: bool) -> None:
         self.preprocess = preprocess
         self.items = items
         self.batch_size = batch_size
         self.strict = strict
         # A FastPreprocessor takes greyscale PNGs as one plane, and with a fixed float32 output writes
         # each image straight into its batch.
-        self.grey = isinstance(self.preprocess, FastPreprocessor)
+        self.grey = self.preprocess.reads_grey
         shape = getattr(self.preprocess, "output_shape", None)
         fixed = shape is not None and getattr(self.preprocess, "output_dtype", None) == np.float32
         self.output_shape = (batch_size, *shape) if fixed else None
@@ -460,11 +460,7 @@ class _Tally:
         """Top-1 and top-k of the scores waiting in the chunk."""
         scores, rows = self.scores[: self.filled], self.rows[: self.filled]
         self.predictions[rows] = scores.argmax(axis=1)
-        if self.k < self.model_classes:
-            top = np.argpartition(-scores, self.k - 1, axis=1)[:, : self.k]
-            self.in_topk[rows] = (top == self.labels[rows, None]).any(axis=1)
-        else:
-            self.in_topk[rows] = True
+        self.in_topk[rows] = in_top_k(scores, self.labels[rows], self.k)
         self.filled = 0
 
     def result(

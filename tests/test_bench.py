@@ -25,8 +25,8 @@ from paddlecls_q.cli import app
 from paddlecls_q.cli.app import JSON_SCHEMA_VERSION
 from paddlecls_q.config import load_inference_cls_yaml
 from paddlecls_q.errors import ConfigError, InputError, ModelFormatError
-from paddlecls_q.fast_preprocess import FastPreprocessor, compile_plan
-from paddlecls_q.infer import are_probabilities, to_probabilities
+from paddlecls_q.preprocess import FastPreprocessor, compile_plan
+from paddlecls_q.postprocess import are_probabilities, to_probabilities
 from paddlecls_q.preprocess import build_preprocessor, read_image
 from paddlecls_q.stats import LatencyStats, ratio, summarize
 
@@ -419,7 +419,7 @@ def test_quantize_report_supplies_method_and_accuracy(tmp_path: Path) -> None:
     )
     report_data = bench.read_quantize_report(tmp_path)
     assert report_data["method"] == "qat"
-    accuracy, source = bench._measured_accuracy(report_data)
+    accuracy, source = bench.measured_accuracy(report_data)
     assert accuracy == {"ort": {"fp32_top1": 79.1, "int8_top1": 78.9}} and "500 images" in source
     (tmp_path / "quantize_report.json").write_text("not json")
     assert bench.read_quantize_report(tmp_path) == {}

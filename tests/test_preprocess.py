@@ -385,7 +385,7 @@ def test_batch_stacks_single_image_outputs(photo_pixels: np.ndarray) -> None:
 
 @pytest.mark.parametrize("size", [0, 1, 65_535, 65_536, 65_537, 300_001])
 def test_read_bytes_reads_every_size_whole(tmp_path, size):
-    from paddlecls_q.preprocess import _read_bytes
+    from paddlecls_q.preprocess.image_io import read_file_bytes as _read_bytes
 
     path = tmp_path / "blob"
     path.write_bytes(np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes())
@@ -394,7 +394,7 @@ def test_read_bytes_reads_every_size_whole(tmp_path, size):
 
 @pytest.mark.parametrize("interpolation", ["nearest", "bilinear", "area", "bicubic", "lanczos"])
 def test_fast_plan_takes_a_grey_plane_as_its_rgb_image(interpolation):
-    from paddlecls_q.fast_preprocess import compile_plan
+    from paddlecls_q.preprocess import compile_plan
 
     ops = [
         {"ResizeImage": {"resize_short": 256, "interpolation": interpolation}},
@@ -419,7 +419,7 @@ def test_fast_plan_takes_a_grey_plane_as_its_rgb_image(interpolation):
 )
 def test_fill_batch_gives_each_grey_image_its_own_tensor(resize, crop):
     """fill_batch (one table lookup per channel for the whole batch) writes what one call per image writes."""
-    from paddlecls_q.fast_preprocess import compile_plan
+    from paddlecls_q.preprocess import compile_plan
 
     ops = [{"ResizeImage": resize}, *([{"CropImage": {"size": crop}}] if crop else [])]
     ops += [{"NormalizeImage": {"scale": 0.00392157, "mean": [0.5, 0.4, 0.3], "std": [0.5, 0.6, 0.7], "order": ""}}]

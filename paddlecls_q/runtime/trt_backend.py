@@ -171,3 +171,18 @@ class TensorRtRuntime(Runtime):
 
     def engine_info(self) -> dict[str, Any]:
         return {**super().engine_info(), "engine": f"tensorrt {self.version}", "engine_file": str(self.engine_path)}
+
+    def close(self) -> None:
+        """Free the pinned host buffers, the device buffers, the stream, then the TensorRT objects."""
+        cudart = self.cudart
+        for host_in, host_out, device_in, device_out in self._buffers.values():
+            host_in.free()
+            host_out.free()
+            cudart.cudaFree(device_in)
+            cudart.cudaFree(device_out)
+        self._buffers.clear()
+        if self.stream is not None:
+            cudart.cudaStreamDestroy(self.stream)
+            self.stream = None
+        for name in ("context", "engine"):
+            self.__dict__.pop(name, None)
