@@ -90,7 +90,7 @@ class FastPreprocessor:
         self.transform_ops = reference.transform_ops
         self.output_dtype = reference.output_dtype
         self.resize_short = resize.resize_short
-        self.size = width_height(resize.size)
+        self.size = None if resize.size is None else width_height(resize.size)
         self.interpolation = CV2_INTERPOLATIONS[resize.interpolation or "bilinear"]
         if crop is None:
             self.crop_width = self.crop_height = None

@@ -192,7 +192,7 @@ class _Resize:
 
     def __init__(self, op: ResizeImageOp, where: str) -> None:
         self.resize_short = op.resize_short
-        self.size = width_height(op.size)
+        self.size = None if op.size is None else width_height(op.size)
         table = CV2_INTERPOLATIONS if op.backend == "cv2" else PIL_INTERPOLATIONS
         name = op.interpolation or "bilinear"
         if name == "random":
