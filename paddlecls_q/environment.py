@@ -64,7 +64,7 @@ def cpu_info() -> tuple[str, set[str]]:
     path = Path("/proc/cpuinfo")
     if not path.is_file():
         return platform.processor() or platform.machine(), set()
-    model, flags = "", set()
+    model, flags = "", set[str]()
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         key, _, value = line.partition(":")
         if key.strip() == "model name" and not model:

@@ -16,7 +16,7 @@ import queue
 import signal
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -155,8 +155,8 @@ class _BatchLoader:
         # each image straight into its batch.
         self.grey = self.preprocess.reads_grey
         shape = getattr(self.preprocess, "output_shape", None)
-        fixed = shape is not None and getattr(self.preprocess, "output_dtype", None) == np.float32
-        self.output_shape = (batch_size, *shape) if fixed else None
+        fixed = getattr(self.preprocess, "output_dtype", None) == np.float32
+        self.output_shape = (batch_size, *shape) if fixed and shape is not None else None
 
     def batches_in(self, tensor_bytes: int) -> int:
         """How many batches fill `tensor_bytes` (one at least; one where the batch shape is not fixed)."""
@@ -234,7 +234,7 @@ def _task_spans(batch_size: int, total: int, most: int) -> Iterator[tuple[int, i
         batches = min(2 * batches, most)
 
 
-def _thread_batches(load: _BatchLoader, total: int, workers: int) -> Iterator[_Batch]:
+def _thread_batches(load: _BatchLoader, total: int, workers: int) -> Generator[_Batch, None, None]:
     """Batches in data-set order, decoded by a thread pool at most a few tasks ahead of the engine.
 
     A task holds several batches when batches are small (TASK_TENSOR_BYTES). Batch arrays are recycled:
@@ -282,7 +282,12 @@ def _process_worker(load: _BatchLoader, slots: np.ndarray, tasks: Any, results: 
         firsts = range(start, min(start + count, len(load.items)), load.batch_size)
         try:
             batches = [load.load_batch(first, slot) for first, slot in zip(firsts, slots[group])]
-            message = (start, group, [(batch.indices, batch.failures) for batch in batches], None)
+            message: tuple[int, int, list[tuple[list[int], list[str]]], str | None] = (
+                start,
+                group,
+                [(batch.indices, batch.failures) for batch in batches],
+                None,
+            )
         except InputError as error:
             message = (start, group, [], str(error))
         with results_lock:  # sent now, from this thread (a multiprocessing.Queue's feeder thread lags behind)
@@ -306,7 +311,7 @@ class _ProcessBatches:
         per_task = load.batches_in(PROCESS_TASK_TENSOR_BYTES)
         shape = (PREFETCH_TASKS_PER_WORKER * workers + 1, per_task, *load.output_shape)
         self.memory = mmap.mmap(-1, int(np.prod(shape)) * 4)  # anonymous and shared with the forked workers
-        self.slots = np.ndarray(shape, np.float32, buffer=self.memory)
+        self.slots: np.ndarray = np.ndarray(shape, np.float32, buffer=self.memory)
         self.tasks = context.SimpleQueue()
         self.results, self.results_writer = context.Pipe(duplex=False)
         arguments = (load, self.slots, self.tasks, self.results_writer, context.Lock())
@@ -321,7 +326,7 @@ class _ProcessBatches:
             self.close()
             raise
 
-    def __iter__(self) -> Iterator[_Batch]:
+    def __iter__(self) -> Generator[_Batch, None, None]:
         spans = _task_spans(self.batch_size, self.total, len(self.slots[0]))
         order: deque[int] = deque()
         done: dict[int, tuple[int, int, list[tuple[list[int], list[str]]], str | None]] = {}
@@ -541,7 +546,7 @@ def _evaluate_pass(
     )
     # Decoding processes start up while the engines warm up.
     decoders = _ProcessBatches(load, len(dataset), workers) if in_processes else None
-    batches = iter(decoders) if decoders else _thread_batches(load, len(dataset), workers)
+    batches = decoders.__iter__() if decoders else _thread_batches(load, len(dataset), workers)
     with _single_threaded_opencv():
         try:
             tallies = [_Tally(classifier, batch, first_tensor, dataset, labels, topk) for classifier in classifiers]

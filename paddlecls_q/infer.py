@@ -27,10 +27,10 @@ class Prediction:
 
 def resolve_model_dir(model_dir: Path | None, model: str | None, quantized: bool = False) -> Path:
     """The model folder from `--model-dir`, or from `--model NAME` via the registry cache."""
-    if (model_dir is None) == (model is None):
-        raise ConfigError("give exactly one of --model-dir DIR or --model NAME")
-    if model_dir is not None:
+    if model_dir is not None and model is None:
         return model_dir
+    if model is None or model_dir is not None:
+        raise ConfigError("give exactly one of --model-dir DIR or --model NAME")
     folder = registry.model_dir(model, quantized)
     if not folder.is_dir():
         flag = " --quantized" if quantized else ""

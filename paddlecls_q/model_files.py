@@ -56,7 +56,7 @@ def _read_legacy_program(program: Path, params: Path) -> bool:
     from google.protobuf.message import DecodeError
 
     try:
-        desc = framework_pb2.ProgramDesc.FromString(program.read_bytes())
+        desc = framework_pb2.ProgramDesc.FromString(program.read_bytes())  # type: ignore[attr-defined]  # generated protobuf
     except (DecodeError, ValueError, RuntimeError):
         desc = None
     if desc is None or not desc.blocks:

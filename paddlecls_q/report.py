@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,13 @@ class _Footnotes:
 
 
 def _stats(cell: CellResult | None, kind: str) -> LatencyStats | None:
+    """The `kind` latency statistics of a cell that ran (None otherwise)."""
     return getattr(cell, f"{kind}_ms") if cell is not None and cell.ran else None
+
+
+def _median(cell: CellResult, kind: str) -> float:
+    stats = _stats(cell, kind)
+    return stats.median if stats is not None else math.inf
 
 
 def _latency_cell(cell: CellResult | None, kind: str, notes: _Footnotes) -> str:
@@ -135,7 +142,7 @@ def seed_table(
             figures = _speedup_figures(result, backend, kind)
             fp32, int8_cells = cells["fp32"], [c for m, c in cells.items() if m != "fp32" and c is not None and c.ran]
             fp32_stats = _stats(fp32, kind)
-            best_int8 = min(int8_cells, key=lambda c: _stats(c, kind).median) if int8_cells else None
+            best_int8 = min(int8_cells, key=lambda c: _median(c, kind)) if int8_cells else None
             best_int8_stats = _stats(best_int8, kind)
             cv = ""
             if fp32_stats and best_int8_stats:
@@ -154,7 +161,7 @@ def seed_table(
                     else (f"n/a {notes.mark(NOT_EVALUATED)}" if result.int8_dir else ""),
                     result.quantization,
                     _ms(fp32_stats.median) if fp32_stats else "",
-                    f"{_ms(best_int8_stats.median)} ({MODE_TITLES[best_int8.mode]})" if best_int8_stats else "",
+                    f"{_ms(best_int8_stats.median)} ({MODE_TITLES[best_int8.mode]})" if best_int8 and best_int8_stats else "",
                     _ratio(figures["median"]["speedup"]) if figures else "",
                     _ratio(figures["cpu_median"]["speedup"]) if figures and "cpu_median" in figures else "",
                     cv,

@@ -218,8 +218,8 @@ def test_bad_options_and_paths(demo_model_dir, fashion, tmp_path):
     assert_one_line_error(
         eval_cli("--model-dir", model, "--data", str(fashion), "--backend", "onnx"), 2, "unknown backend"
     )
-    result = eval_cli("--model-dir", model, "--data", str(fashion), "--batch-size", "0")
-    assert result.exit_code == 2 and "--batch-size" in result.output
+    assert_one_line_error(eval_cli("--model-dir", model, "--data", str(fashion), "--batch-size", "0"), 2, "--batch-size")
+    assert_one_line_error(eval_cli("--model-dir", model, "--data", str(fashion), "--topk", "0"), 2, "--topk")
 
 
 # ---- helpers -------------------------------------------------------------------------------------------

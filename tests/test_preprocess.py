@@ -439,3 +439,23 @@ def test_fill_batch_gives_each_grey_image_its_own_tensor(resize, crop):
     assert not fast.fill_batch([cv2.cvtColor(images[0], cv2.COLOR_GRAY2RGB)], out)
     assert not fast.fill_batch(images * 2, out)  # more images than rows
     assert np.array_equal(out[:7], expected)
+
+
+def test_both_implementations_honour_one_interface() -> None:
+    """build_preprocessor returns a FastPreprocessor or a Preprocessor; callers use only ImagePreprocessor."""
+    from paddlecls_q.preprocess import FastPreprocessor, Preprocessor, reference_preprocessor
+
+    config = load_inference_cls_yaml(CONFIGS / "inference_cls.yaml")
+    fast, reference = build_preprocessor(config), build_preprocessor(config, fast=False)
+    assert isinstance(fast, FastPreprocessor) and isinstance(reference, Preprocessor)
+    assert type(reference_preprocessor(config)) is Preprocessor
+    image = read_image(IMAGES[0])
+    expected = reference(image)
+    for preprocessor in (fast, reference):
+        out = np.full(expected.shape, np.nan, np.float32)
+        assert preprocessor(image, out=out) is out
+        np.testing.assert_array_equal(out, expected)
+        np.testing.assert_array_equal(preprocessor.batch([image, image])[1], expected)
+        assert preprocessor.transform_ops == reference.transform_ops and preprocessor.output_dtype == np.float32
+    assert fast.reads_grey and not reference.reads_grey
+    assert not reference.fill_batch([image], np.empty((1, *expected.shape), np.float32))

@@ -29,13 +29,13 @@ import numpy as np
 
 from paddlecls_q.bench.results import BenchResult, CellResult, ThreadCheck, compare_to_fp32, measured_accuracy, read_quantize_report, run_warnings
 from paddlecls_q.bench.settings import BenchModels, BenchSettings, not_available_reason
-from paddlecls_q.config import InferenceClsConfig, RuntimeOptions, load_inference_cls_yaml, validate
+from paddlecls_q.config import InferenceClsConfig, NormalizeImageOp, RuntimeOptions, load_inference_cls_yaml, validate
 from paddlecls_q.environment import describe_environment, load_average
 from paddlecls_q.errors import BackendUnavailableError, ModelFormatError, PaddleClsQError
 from paddlecls_q.model_files import ModelFiles, require_inference_cls_yaml
 from paddlecls_q.postprocess import are_probabilities, to_probabilities, top_k_probabilities
-from paddlecls_q.preprocess import FastPreprocessor, ImagePreprocessor, build_preprocessor, compile_plan, read_image
-from paddlecls_q.preprocess.reference import resize_short_size
+from paddlecls_q.preprocess import FastPreprocessor, ImagePreprocessor, compile_plan, read_image, reference_preprocessor
+from paddlecls_q.preprocess.reference import resized_size
 from paddlecls_q.runtime import BareCall, Runtime, create_runtime
 from paddlecls_q.stats import LatencyStats, summarize
 
@@ -113,7 +113,7 @@ def _load_cell(
         },
         f"{result.backend} {mode}",
     )
-    reference = build_preprocessor(config, fast=False)
+    reference = reference_preprocessor(config)
     fast = compile_plan(reference)
     preprocess: ImagePreprocessor = fast or reference
     result.preprocessor = "fast_preprocess plan (bit-identical)" if fast else "paddlecls_q.preprocess"
@@ -182,33 +182,32 @@ def _measure(
     done = 0
     failed: set[int] = set()
 
-    def attempt(cell: _LoadedCell, action: Callable[[], None]) -> None:
+    def attempt(cell: _LoadedCell, count: int, first: int, timed: bool) -> None:
         if id(cell) in failed:
             return
         try:
-            action()
+            _run_cycles(steps[id(cell)], count, first, timed)
         except Exception as error:  # noqa: BLE001 - an engine failing mid-run fails its own cell only
             failed.add(id(cell))
             cell.result.status, cell.result.reason = "failed", f"failed while timing: {_one_line(error)}"
 
     if settings.schedule == "interleaved":
         for cell in loaded:
-            attempt(cell, lambda cell=cell: _run_cycles(steps[id(cell)], settings.warmup, 0, timed=False))
+            attempt(cell, settings.warmup, 0, timed=False)
         position = 0
         while position < settings.iters:
             count = min(settings.block, settings.iters - position)
             for cell in loaded:
-                cell_steps = steps[id(cell)]
-                attempt(cell, lambda s=cell_steps, p=position: _run_cycles(s, 1, p, timed=False))
-                attempt(cell, lambda s=cell_steps, p=position, n=count: _run_cycles(s, n, p, timed=True))
+                attempt(cell, 1, position, timed=False)
+                attempt(cell, count, position, timed=True)
                 done += count
                 if progress:
                     progress(done, total)
             position += count
     else:
         for cell in loaded:
-            attempt(cell, lambda cell=cell: _run_cycles(steps[id(cell)], settings.warmup, 0, timed=False))
-            attempt(cell, lambda cell=cell: _run_cycles(steps[id(cell)], settings.iters, 0, timed=True))
+            attempt(cell, settings.warmup, 0, timed=False)
+            attempt(cell, settings.iters, 0, timed=True)
             done += settings.iters
             if progress:
                 progress(done, total)
@@ -283,6 +282,7 @@ def run_benchmark(
                     result.status, result.reason = "n/a", reason
                     continue
                 files = models.fp32 if mode == "fp32" else models.int8
+                assert files is not None  # not_available_reason said why a missing INT8 model can't run
                 key = "fp32" if mode == "fp32" else "int8"
                 try:
                     if key not in configs:
@@ -328,8 +328,8 @@ def _measure_preprocessing(
     configs: dict[str, tuple[InferenceClsConfig, str]], image: np.ndarray, settings: BenchSettings
 ) -> dict[str, LatencyStats]:
     """Preprocessing alone, three ways, interleaved: PaddleClas's plain steps, paddlecls_q.preprocess, the fast plan."""
-    config = (configs.get("fp32") or configs.get("int8"))[0]
-    reference = build_preprocessor(config, fast=False)
+    config = (configs.get("fp32") or configs["int8"])[0]
+    reference = reference_preprocessor(config)
     candidates: dict[str, Callable[[], Any]] = {"paddlecls_q.preprocess": lambda: reference(image)}
     fast = compile_plan(reference)
     if fast is not None:
@@ -351,17 +351,14 @@ def _plain_opencv_steps(plan: FastPreprocessor) -> Callable[[np.ndarray], np.nda
     mean = np.zeros((1, 1, 3), np.float32)
     std = np.ones((1, 1, 3), np.float32)
     for op in plan.transform_ops:
-        if hasattr(op, "mean"):
+        if isinstance(op, NormalizeImageOp):
             scale = np.float32(op.scale)
             mean = np.array(op.mean, np.float32).reshape((1, 1, 3))
             std = np.array(op.std, np.float32).reshape((1, 1, 3))
 
     def steps(image: np.ndarray) -> np.ndarray:
         height, width = image.shape[:2]
-        if plan.resize_short is not None:
-            size = resize_short_size(width, height, plan.resize_short)
-        else:
-            size = plan.size
+        size = resized_size(width, height, plan.resize_short, plan.size)
         resized = cv2.resize(image, size, interpolation=plan.interpolation)
         crop_width, crop_height = plan.crop_width or size[0], plan.crop_height or size[1]
         top, left = (size[1] - crop_height) // 2, (size[0] - crop_width) // 2

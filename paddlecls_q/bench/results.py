@@ -66,7 +66,7 @@ class CellResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CellResult:
-        values = {name: data.get(name) for name in cls.__dataclass_fields__ if name in data}
+        values: dict[str, Any] = {name: data.get(name) for name in cls.__dataclass_fields__ if name in data}
         for name in ("runtime_ms", "end_to_end_ms", "bare_ms", "runtime_cpu_ms", "end_to_end_cpu_ms", "bare_cpu_ms"):
             if values.get(name) is not None:
                 values[name] = LatencyStats.from_dict(values[name])
@@ -128,7 +128,7 @@ class BenchResult:
             }
         cells = {}
         for c in self.cells:
-            if not c.ran:
+            if not c.ran or c.runtime_ms is None or c.end_to_end_ms is None:
                 continue
             cpu = {"runtime": c.runtime_cpu_ms, "end_to_end": c.end_to_end_cpu_ms, "bare": c.bare_cpu_ms}
             cpu_median = {kind: stats.median if stats else None for kind, stats in cpu.items()}
@@ -240,7 +240,8 @@ def compare_to_fp32(cells: list[CellResult], probabilities: dict[int, np.ndarray
 
 
 def run_warnings(cells: list[CellResult]) -> list[str]:
-    warnings, noisy = [], []
+    warnings: list[str] = []
+    noisy: list[str] = []
     for cell in cells:
         if not cell.ran:
             continue

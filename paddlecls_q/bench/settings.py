@@ -12,10 +12,10 @@ from paddlecls_q import registry
 from paddlecls_q.config import BACKENDS, GPU_BACKENDS, Backend, Device, StrictModel, choice, validate
 from paddlecls_q.errors import ConfigError, ModelFormatError
 from paddlecls_q.model_files import ModelFiles, find_model_files
-from paddlecls_q.registry import PRECISION_MODES, ModelEntry
+from paddlecls_q.registry import PRECISION_MODES, ModelEntry, PrecisionMode
 
 CPU_BACKENDS = tuple(backend for backend in BACKENDS if backend not in GPU_BACKENDS)
-Mode = Literal["fp32", "int8", "int8+fp16", "int8+fp16+pm"]
+Mode = PrecisionMode
 # The reduced-precision GPU modes each engine has a switch for in paddlecls-q.
 GPU_MODE_SUPPORT = {"trt": {"int8+fp16", "int8+fp16+pm"}, "paddle-trt": {"int8+fp16", "int8+fp16+pm"}}
 BACKEND_NAMES = {
@@ -107,10 +107,12 @@ def resolve_models(model_dir: Path | None, int8_dir: Path | None, model: str | N
     """Check the model folders (`--model-dir [--int8-dir]` or `--model NAME`) before any engine loads."""
     if (model_dir is None) == (model is None):
         raise ConfigError("give exactly one of --model-dir DIR or --model NAME")
-    entry = None
+    entry: ModelEntry | None = None
     published_fp32 = published_int8 = False
     int8_missing = ""
-    if model is not None:
+    if model is None:
+        assert model_dir is not None  # exactly one of the two, checked above
+    else:
         entry = registry.get_model(model)
         model_dir = registry.model_dir(entry.name)
         if not model_dir.is_dir():
@@ -145,7 +147,7 @@ def resolve_models(model_dir: Path | None, int8_dir: Path | None, model: str | N
             )
     elif not int8_missing:
         int8_missing = "no INT8 model given (--int8-dir)"
-    name = entry.name if model is not None else Path(model_dir).resolve().name
+    name = entry.name if model is not None and entry is not None else Path(model_dir).resolve().name
     return BenchModels(
         name=name,
         fp32=fp32,

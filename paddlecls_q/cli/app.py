@@ -25,9 +25,11 @@ from paddlecls_q.errors import PaddleClsQError
 class OneLineErrors(TyperGroup):
     """The command group: a bad option value (typer's range checks, BadParameter) is one red line and exit 2."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        standalone_mode = kwargs.get("standalone_mode", True)
+        kwargs["standalone_mode"] = False  # errors come back here instead of typer's boxed message
         try:
-            result = super().main(*args, standalone_mode=False, **kwargs)
+            result = super().main(*args, **kwargs)
         except UsageError as error:
             if type(error).__name__ == "NoArgsIsHelpError":  # `paddlecls-q` alone: the help text
                 error.show()

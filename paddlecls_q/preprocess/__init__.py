@@ -41,13 +41,18 @@ class ImagePreprocessor(Protocol):
         ...
 
 
+def reference_preprocessor(config: InferenceClsConfig) -> Preprocessor:
+    """The op-by-op Preprocessor of an `inference_cls.yaml` (what compile_plan compiles)."""
+    return Preprocessor(config.transform_ops, source=f"{config.source}: PreProcess")
+
+
 def build_preprocessor(config: InferenceClsConfig, fast: bool = True) -> ImagePreprocessor:
     """The preprocessing of an `inference_cls.yaml` loaded with `load_inference_cls_yaml`.
 
     With `fast`, the common resize → crop → normalize → CHW chain runs as one compiled plan
     (FastPreprocessor, bit-identical output); other chains, or `fast=False`, run op by op (Preprocessor).
     """
-    reference = Preprocessor(config.transform_ops, source=f"{config.source}: PreProcess")
+    reference = reference_preprocessor(config)
     if not fast:
         return reference
     return compile_plan(reference) or reference
@@ -64,4 +69,5 @@ __all__ = [
     "build_preprocessor",
     "compile_plan",
     "read_image",
+    "reference_preprocessor",
 ]

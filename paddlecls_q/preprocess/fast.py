@@ -40,7 +40,7 @@ from paddlecls_q.preprocess.reference import (
     CV2_INTERPOLATIONS,
     Preprocessor,
     normalize_tables,
-    resize_short_size,
+    resized_size,
     width_height,
 )
 
@@ -92,20 +92,15 @@ class FastPreprocessor:
         self.resize_short = resize.resize_short
         self.size = None if resize.size is None else width_height(resize.size)
         self.interpolation = CV2_INTERPOLATIONS[resize.interpolation or "bilinear"]
-        if crop is None:
-            self.crop_width = self.crop_height = None
-        else:
-            self.crop_width, self.crop_height = width_height(crop.size)
+        crop_size = None if crop is None else width_height(crop.size)
+        self.crop_width: int | None = crop_size[0] if crop_size else None
+        self.crop_height: int | None = crop_size[1] if crop_size else None
         self.channels = normalize.channel_num
         # The reference's expression, (x * scale - mean) / std in float32, for every possible x.
         self.tables = normalize_tables(normalize)
         # Fixed unless the whole resize_short output is kept (then it follows each image's aspect ratio).
-        fixed = (
-            (self.crop_width, self.crop_height)
-            if crop is not None
-            else (self.size if self.resize_short is None else None)
-        )
-        self.output_shape = (self.channels, fixed[1], fixed[0]) if fixed else None
+        fixed = crop_size if crop_size is not None else (self.size if self.resize_short is None else None)
+        self.output_shape: tuple[int, int, int] | None = (self.channels, fixed[1], fixed[0]) if fixed else None
         self._plans: OrderedDict[tuple[int, int], SizePlan | None] = OrderedDict()
         self._last_plan: tuple[tuple[int, int], SizePlan | None] | None = None  # most images repeat the last size
         # Per-thread scratch arrays (resized image, channel planes), reused across calls: a fresh 200 KB
@@ -265,7 +260,7 @@ class FastPreprocessor:
             return None
         if image.shape[2:] not in ((3,), ()):
             return None
-        key = image.shape[:2]
+        key = (image.shape[0], image.shape[1])
         last = self._last_plan
         if last is not None and last[0] == key:
             return last[1]
@@ -283,10 +278,7 @@ class FastPreprocessor:
     def _make_plan(self, height: int, width: int) -> SizePlan | None:
         if height == 0 or width == 0:
             return None
-        if self.resize_short is not None:
-            resized_width, resized_height = resize_short_size(width, height, self.resize_short)
-        else:
-            resized_width, resized_height = self.size
+        resized_width, resized_height = resized_size(width, height, self.resize_short, self.size)
         if min(resized_width, resized_height) < 1:
             return None
         crop_width, crop_height = self.crop_width or resized_width, self.crop_height or resized_height
@@ -330,6 +322,7 @@ def compile_plan(reference: Preprocessor) -> FastPreprocessor | None:
     """
     ops = list(reference.transform_ops)
     crop = ops.pop(1) if len(ops) == 4 and isinstance(ops[1], CropImageOp) else None
+    assert crop is None or isinstance(crop, CropImageOp)
     if len(ops) != 3:
         return None
     resize, third, fourth = ops

@@ -54,11 +54,14 @@ def width_height(size: int | Sequence[int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-def resize_short_size(width: int, height: int, resize_short: int) -> tuple[int, int]:
-    """ResizeImage `resize_short`: the (width, height) whose shorter side is `resize_short`.
+def resized_size(width: int, height: int, resize_short: int | None, size: tuple[int, int] | None) -> tuple[int, int]:
+    """The (width, height) ResizeImage gives a width × height image: `resize_short` wins over `size`.
 
     Same float expression and round-half-to-even as PaddleClas, so sizes match to the pixel.
     """
+    if resize_short is None:
+        assert size is not None, "ResizeImageOp's validator requires resize_short or size"
+        return size
     percent = float(resize_short) / min(width, height)
     return round(width * percent), round(height * percent)
 
@@ -132,7 +135,8 @@ def _op_where(source: str, index: int, op: StrictModel) -> str:
 
 def _check_op_order(ops: tuple[StrictModel, ...], source: str) -> np.dtype:
     """Follow the image layout through the ops; ConfigError where PaddleClas would crash or feed garbage."""
-    layout, channels, dtype = "hwc", 3, np.dtype(np.uint8)
+    layout, channels = "hwc", 3
+    dtype: np.dtype = np.dtype(np.uint8)
     for index, op in enumerate(ops):
         where = _op_where(source, index, op)
         if isinstance(op, (ResizeImageOp, CropImageOp)):
@@ -210,10 +214,7 @@ class _Resize:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         image_height, image_width = image.shape[:2]
-        if self.resize_short is not None:
-            width, height = resize_short_size(image_width, image_height, self.resize_short)
-        else:
-            width, height = self.size
+        width, height = resized_size(image_width, image_height, self.resize_short, self.size)
         if self.backend == "pil":
             return np.asarray(Image.fromarray(image).resize((width, height), self.interpolation))
         return cv2.resize(image, (width, height), interpolation=self.interpolation)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from paddlecls_q.config import RuntimeOptions
 from paddlecls_q.errors import BackendUnavailableError, ModelFormatError
@@ -53,14 +54,14 @@ def engine_cache_path(cache: Path, model_hash: str, precision: str, trt_version:
 class HostBuffer:
     """A host array, page-locked (pinned) when asked, so copies to and from the GPU can run as DMA."""
 
-    def __init__(self, cudart: Any, shape: tuple[int, ...], dtype: np.dtype, pinned: bool) -> None:
+    def __init__(self, cudart: Any, shape: tuple[int, ...], dtype: npt.DTypeLike, pinned: bool) -> None:
         self.cudart = cudart
         self.pinned_pointer = None
         nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
         if pinned:
             self.pinned_pointer = check_cuda(cudart.cudaMallocHost(nbytes), "cudaMallocHost")
             raw = (ctypes.c_byte * nbytes).from_address(int(self.pinned_pointer))
-            self.array = np.frombuffer(raw, dtype=dtype).reshape(shape)
+            self.array = np.frombuffer(memoryview(raw), dtype=dtype).reshape(shape)
         else:
             self.array = np.empty(shape, dtype=dtype)
 
