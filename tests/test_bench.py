@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from helpers import assert_one_line_error, build
-from paddlecls_q import bench, registry, report
+from paddlecls_q import bench, chart, registry, report
 from paddlecls_q.cli import app
 from paddlecls_q.cli.app import JSON_SCHEMA_VERSION
 from paddlecls_q.config import load_inference_cls_yaml
@@ -429,10 +429,10 @@ def test_csv_has_one_row_per_cell_and_kind(three_engine_result: bench.BenchResul
 
 
 def test_plot_writes_a_png(three_engine_result: bench.BenchResult, tmp_path: Path) -> None:
-    path = report.plot([three_engine_result, three_engine_result], tmp_path / "chart.png")
+    path = chart.plot([three_engine_result, three_engine_result], tmp_path / "chart.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ConfigError, match="PNG"):
-        report.plot([three_engine_result], tmp_path / "chart.svg")
+        chart.plot([three_engine_result], tmp_path / "chart.svg")
 
 
 def test_a_missing_engine_fails_its_own_rows_only(
