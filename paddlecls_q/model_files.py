@@ -11,7 +11,7 @@ from paddlecls_q.errors import ModelFormatError
 INFERENCE_CLS_YAML = "inference_cls.yaml"
 QUANT_OP_PREFIXES = ("quantize_linear", "dequantize_linear", "fake_quantize", "fake_channel_wise", "fake_dequantize")
 # Bytes per element of Paddle's VarType codes (BOOL, INT16, INT32, INT64, FP16, FP32, FP64, UINT8, INT8, BF16).
-_DTYPE_BYTES = {0: 1, 1: 2, 2: 4, 3: 8, 4: 2, 5: 4, 6: 8, 20: 1, 21: 1, 22: 2}
+DTYPE_BYTES = {0: 1, 1: 2, 2: 4, 3: 8, 4: 2, 5: 4, 6: 8, 20: 1, 21: 1, 22: 2}
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def _read_legacy_program(program: Path, params: Path) -> bool:
         numel = 1
         for dim in tensor.dims:
             numel *= max(dim, 0)
-        weight_bytes += numel * (1 if var.name in int8_weights else _DTYPE_BYTES.get(tensor.data_type, 4))
+        weight_bytes += numel * (1 if var.name in int8_weights else DTYPE_BYTES.get(tensor.data_type, 4))
     if params.stat().st_size < weight_bytes:
         raise ModelFormatError(
             f"{params}: truncated params file ({params.stat().st_size} bytes, the model's weights need {weight_bytes})"
