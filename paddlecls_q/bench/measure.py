@@ -295,6 +295,8 @@ def run_benchmark(
                 except Exception as error:  # noqa: BLE001 - an engine that can't load the model fails its own cells
                     result.status, result.reason = "failed", _one_line(error)
         _measure(loaded, image, settings, progress)
+        for cell in loaded:
+            cell.runtime.close()  # the engines, and TensorRT's pinned and device buffers, are freed here
         preprocessing = _measure_preprocessing(configs, image, settings) if loaded else {}
     compare_to_fp32(cells, {id(cell.result): cell.probabilities for cell in loaded})
     warnings.extend(run_warnings(cells))
