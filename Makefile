@@ -24,6 +24,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check paddlecls_q tests scripts
+	$(BIN)/mypy paddlecls_q
 
 # Full-size ResNet50_vd / MobileNetV1 architectures with seeded weights, for latency work.
 models: $(STAMP)

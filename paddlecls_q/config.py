@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from paddlecls_q.errors import ConfigError
 
-BACKENDS = ("paddle", "ort", "openvino", "trt", "paddle-trt")
-GPU_BACKENDS = ("trt", "paddle-trt")
 Backend = Literal["paddle", "ort", "openvino", "trt", "paddle-trt"]
+BACKENDS: tuple[Backend, ...] = ("paddle", "ort", "openvino", "trt", "paddle-trt")
+GPU_BACKENDS: tuple[Backend, ...] = ("trt", "paddle-trt")
 Device = Literal["cpu", "gpu"]
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -57,7 +57,7 @@ def validate(model: type[Model], data: Any, source: str) -> Model:
         first = error.errors()[0]
         key = _key_path(first["loc"])
         if first["type"] == "extra_forbidden":
-            parent = model
+            parent: type[BaseModel] | None = model
             for part in first["loc"][:-1]:
                 field = parent.model_fields.get(str(part)) if isinstance(parent, type) else None
                 annotation = getattr(field, "annotation", None)
@@ -244,7 +244,7 @@ QUANTIZE_METHODS = ("ptq", "qat")
 CALIBRATION_METHODS = ("avg", "abs_max", "hist", "KL", "mse", "emd")
 # Preprocess names a config may give; each maps to "the model's own inference_cls.yaml" (never eval'd).
 PREPROCESS_NAMES = ("cls_image_preprocess", "inference_cls_yaml")
-ACCURACY_ENGINES = ("paddle", "ort", "openvino")
+ACCURACY_ENGINES: tuple[Literal["paddle", "ort", "openvino"], ...] = ("paddle", "ort", "openvino")
 _NONE_WORDS = ("none", "null", "~", "")
 
 

@@ -15,8 +15,8 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Literal
 
 from paddlecls_q.errors import ConfigError, InputError
+from paddlecls_q.preprocess.image_io import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 VAL_LIST = "val_list.txt"
 TRAIN_LIST = "train_list.txt"
 LABEL_LIST = "label_list.txt"
@@ -199,6 +199,7 @@ def _round_robin(per_class: list[list[Path]], limit: int) -> list[list[Path]]:
 # ---- Fashion-MNIST as a PaddleClas image folder -------------------------------------------------
 
 FashionSplit = Literal["test", "train", "both"]
+FASHION_SPLITS: tuple[Literal["train", "test"], ...] = ("train", "test")
 _LIST_OF_SPLIT = {"train": TRAIN_LIST, "test": VAL_LIST}
 
 
@@ -240,7 +241,7 @@ def write_fashion_mnist(
         raise InputError(f"{out}: already exists; pass --force to replace it")
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder; refusing to replace it")
-    splits = ("train", "test") if split == "both" else (split,)
+    splits = [name for name in FASHION_SPLITS if split in (name, "both")]
     loaded = {}
     for name in splits:  # read everything first: a missing package fails before anything is written
         images, labels = fashion_mnist.load_split(name, **({"root": idx_dir} if idx_dir is not None else {}))

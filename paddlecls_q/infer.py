@@ -11,9 +11,9 @@ from paddlecls_q import registry
 from paddlecls_q.config import InferenceClsConfig, RuntimeOptions, load_inference_cls_yaml
 from paddlecls_q.errors import ConfigError, InputError
 from paddlecls_q.model_files import ModelFiles, find_model_files, require_inference_cls_yaml
+from paddlecls_q.postprocess import to_probabilities, top_k
 from paddlecls_q.preprocess import build_preprocessor, read_image
 from paddlecls_q.runtime import Runtime, create_runtime
-
 
 @dataclass(frozen=True)
 class Prediction:
@@ -27,10 +27,10 @@ class Prediction:
 
 def resolve_model_dir(model_dir: Path | None, model: str | None, quantized: bool = False) -> Path:
     """The model folder from `--model-dir`, or from `--model NAME` via the registry cache."""
-    if (model_dir is None) == (model is None):
-        raise ConfigError("give exactly one of --model-dir DIR or --model NAME")
-    if model_dir is not None:
+    if model_dir is not None and model is None:
         return model_dir
+    if model is None or model_dir is not None:
+        raise ConfigError("give exactly one of --model-dir DIR or --model NAME")
     folder = registry.model_dir(model, quantized)
     if not folder.is_dir():
         flag = " --quantized" if quantized else ""
@@ -67,34 +67,6 @@ def find_label_file(config: InferenceClsConfig, folder: Path, label_file: Path |
     return None
 
 
-def are_probabilities(outputs: np.ndarray) -> bool:
-    """Whether every row is non-negative and sums to 1 (np.allclose(sums, 1, atol=1e-3)), in few numpy calls.
-
-    np.allclose(sums, 1, atol=1e-3) is |sums - 1| <= 1e-3 + 1e-5 * 1 (its default rtol) in float32:
-    written out it skips allclose's temporaries, and one image takes two reductions. Right after an
-    engine call numpy's code is out of the caches and each call costs ~10-30 us, so the count matters.
-    """
-    outputs = outputs.reshape(outputs.shape[0], -1)
-    if outputs.dtype != np.float32:
-        outputs = outputs.astype(np.float32)
-    if not outputs.min() >= 0:
-        return False
-    if outputs.shape[0] == 1:
-        return bool(abs(outputs.sum(dtype=np.float32) - np.float32(1.0)) <= np.float32(1e-3 + 1e-5))
-    return bool(np.all(np.abs(outputs.sum(axis=1) - 1.0) <= 1e-3 + 1e-5))
-
-
-def to_probabilities(outputs: np.ndarray) -> np.ndarray:
-    """Models exported by PaddleClas end in softmax; apply it only to models that output logits."""
-    outputs = outputs.reshape(outputs.shape[0], -1)
-    if outputs.dtype != np.float32:
-        outputs = outputs.astype(np.float32)
-    if are_probabilities(outputs):
-        return outputs
-    shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
 class Classifier:
     """A model folder loaded with its preprocessing, engine and labels."""
 
@@ -121,11 +93,11 @@ class Classifier:
         for path in paths:
             probabilities = self.predict([read_image(path)])[0]
             labels = self.labels_for(probabilities.shape[0])
-            top = np.argsort(-probabilities, kind="stable")[:topk]
+            top = top_k(probabilities, topk)
             predictions.append(
                 Prediction(
                     image=str(path),
-                    class_ids=[int(i) for i in top],
+                    class_ids=top,
                     scores=[float(probabilities[i]) for i in top],
                     labels=[labels.get(int(i), "") for i in top],
                 )

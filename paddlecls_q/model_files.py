@@ -11,7 +11,6 @@ from paddlecls_q.errors import ModelFormatError
 INFERENCE_CLS_YAML = "inference_cls.yaml"
 QUANT_OP_PREFIXES = ("quantize_linear", "dequantize_linear", "fake_quantize", "fake_channel_wise", "fake_dequantize")
 # Bytes per element of Paddle's VarType codes (BOOL, INT16, INT32, INT64, FP16, FP32, FP64, UINT8, INT8, BF16).
-# Bytes per element of each Paddle VarType data type (framework.proto).
 DTYPE_BYTES = {0: 1, 1: 2, 2: 4, 3: 8, 4: 2, 5: 4, 6: 8, 20: 1, 21: 1, 22: 2}
 
 
@@ -57,7 +56,7 @@ def _read_legacy_program(program: Path, params: Path) -> bool:
     from google.protobuf.message import DecodeError
 
     try:
-        desc = framework_pb2.ProgramDesc.FromString(program.read_bytes())
+        desc = framework_pb2.ProgramDesc.FromString(program.read_bytes())  # type: ignore[attr-defined]  # generated protobuf
     except (DecodeError, ValueError, RuntimeError):
         desc = None
     if desc is None or not desc.blocks:

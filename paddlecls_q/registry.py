@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from paddlecls_q.errors import ConfigError
 
@@ -18,7 +19,8 @@ DEFAULT_PHOTO = ASSETS_DIR / "images" / "ILSVRC2012_val_00000010.jpeg"
 DEFAULT_HOST = "https://bj.bcebos.com/paddlehub/fastdeploy"
 
 # Column order of the seed's latency tables.
-PRECISION_MODES = ("fp32", "int8", "int8+fp16", "int8+fp16+pm")
+PrecisionMode = Literal["fp32", "int8", "int8+fp16", "int8+fp16+pm"]
+PRECISION_MODES: tuple[PrecisionMode, ...] = ("fp32", "int8", "int8+fp16", "int8+fp16+pm")
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,10 @@ class ReferenceFigures:
     @staticmethod
     def max_speedup(latencies_ms: tuple[float | None, ...]) -> float:
         """FP32 latency divided by the fastest INT8 variant, as the seed defines it."""
-        int8 = [ms for ms in latencies_ms[1:] if ms is not None]
-        return round(latencies_ms[0] / min(int8), 2)
+        fp32, int8 = latencies_ms[0], [ms for ms in latencies_ms[1:] if ms is not None]
+        if fp32 is None:
+            raise ValueError("the seed's tables always give an FP32 latency")
+        return round(fp32 / min(int8), 2)
 
 
 @dataclass(frozen=True)
@@ -142,4 +146,6 @@ def model_dir(name: str, quantized: bool = False) -> Path:
             raise ConfigError(f"model {entry.name!r} has no prebuilt quantized version; run `paddlecls-q quantize`")
         return entry.bundled_dir
     artifact = entry.quantized if quantized else entry.fp32
+    if artifact is None:
+        raise ConfigError(f"model {entry.name!r} has no prebuilt quantized version; run `paddlecls-q quantize`")
     return cache_home() / "models" / artifact.folder

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -98,8 +99,14 @@ class _Footnotes:
         return [f"[{number}] {reason}" for number, reason in enumerate(self.reasons, 1)]
 
 
-def _stats(cell: CellResult | None, kind: str) -> LatencyStats | None:
+def cell_stats(cell: CellResult | None, kind: str) -> LatencyStats | None:
+    """The `kind` latency statistics of a cell that ran (None otherwise)."""
     return getattr(cell, f"{kind}_ms") if cell is not None and cell.ran else None
+
+
+def _median(cell: CellResult, kind: str) -> float:
+    stats = cell_stats(cell, kind)
+    return stats.median if stats is not None else math.inf
 
 
 def _latency_cell(cell: CellResult | None, kind: str, notes: _Footnotes) -> str:
@@ -109,7 +116,7 @@ def _latency_cell(cell: CellResult | None, kind: str, notes: _Footnotes) -> str:
         return f"n/a {notes.mark(cell.reason)}"
     if cell.status == "failed":
         return f"failed {notes.mark(cell.reason)}"
-    stats = _stats(cell, kind)
+    stats = cell_stats(cell, kind)
     flag = "*" if stats is not None and stats.noisy else ""
     return f"{_ms(stats.mean)}{flag}" if stats else ""
 
@@ -134,9 +141,9 @@ def seed_table(
             cells = {mode: result.cell(backend, mode) for mode in PRECISION_MODES}
             figures = _speedup_figures(result, backend, kind)
             fp32, int8_cells = cells["fp32"], [c for m, c in cells.items() if m != "fp32" and c is not None and c.ran]
-            fp32_stats = _stats(fp32, kind)
-            best_int8 = min(int8_cells, key=lambda c: _stats(c, kind).median) if int8_cells else None
-            best_int8_stats = _stats(best_int8, kind)
+            fp32_stats = cell_stats(fp32, kind)
+            best_int8 = min(int8_cells, key=lambda c: _median(c, kind)) if int8_cells else None
+            best_int8_stats = cell_stats(best_int8, kind)
             cv = ""
             if fp32_stats and best_int8_stats:
                 cv = f"{fp32_stats.cv:.0%} / {best_int8_stats.cv:.0%}"
@@ -154,7 +161,7 @@ def seed_table(
                     else (f"n/a {notes.mark(NOT_EVALUATED)}" if result.int8_dir else ""),
                     result.quantization,
                     _ms(fp32_stats.median) if fp32_stats else "",
-                    f"{_ms(best_int8_stats.median)} ({MODE_TITLES[best_int8.mode]})" if best_int8_stats else "",
+                    f"{_ms(best_int8_stats.median)} ({MODE_TITLES[best_int8.mode]})" if best_int8 and best_int8_stats else "",
                     _ratio(figures["median"]["speedup"]) if figures else "",
                     _ratio(figures["cpu_median"]["speedup"]) if figures and "cpu_median" in figures else "",
                     cv,
@@ -529,92 +536,3 @@ def render_csv(results: Sequence[BenchResult]) -> str:
                     }
                 )
     return buffer.getvalue()
-
-
-MODE_COLORS = {"fp32": "#4c72b0", "int8": "#dd8452", "int8+fp16": "#55a868", "int8+fp16+pm": "#c44e52"}
-
-
-def plot(results: Sequence[BenchResult], path: Path) -> Path:
-    """A PNG: per model, runtime and end-to-end median latency per engine and precision (bars from min to p90),
-    the INT8 speedup over the same engine's FP32 above each INT8 bar, the seed's means as markers, and
-    top-1 accuracy in the title when it is known."""
-    from matplotlib.figure import Figure
-
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise ConfigError(f"--plot {path}: the chart is written as PNG; give a .png file name")
-    figure = Figure(figsize=(13, 4.2 * max(1, len(results))), layout="constrained")
-    axes = figure.subplots(max(1, len(results)), 2, squeeze=False)
-    for row, result in enumerate(results):
-        for column, kind in enumerate(("runtime", "end_to_end")):
-            _plot_panel(axes[row][column], result, kind)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    return path
-
-
-def _plot_panel(axis: Any, result: BenchResult, kind: str) -> None:
-    backends = [b for b in result.backends if any(c.ran for c in result.cells if c.backend == b)]
-    modes = [m for m in PRECISION_MODES if any(c.ran and c.mode == m for c in result.cells)]
-    width = 0.8 / max(1, len(modes))
-    labelled: set[str] = set()
-    for mode_index, mode in enumerate(modes):
-        for backend_index, backend in enumerate(backends):
-            cell = result.cell(backend, mode)
-            stats = _stats(cell, kind)
-            if stats is None:
-                continue
-            x = backend_index + (mode_index - (len(modes) - 1) / 2) * width
-            axis.bar(
-                x,
-                stats.median,
-                width * 0.9,
-                color=MODE_COLORS.get(mode, "grey"),
-                label=None if mode in labelled else MODE_TITLES[mode],
-                yerr=[[stats.median - stats.min], [max(0.0, stats.p90 - stats.median)]],
-                capsize=3,
-                ecolor="#333333",
-            )
-            labelled.add(mode)
-            reference = next((r for r in result.reference if r["backend"] == backend), None)
-            seed_value = None
-            if reference is not None:
-                seed_value = reference["runtime_ms" if kind == "runtime" else "end_to_end_ms"][
-                    PRECISION_MODES.index(mode)
-                ]
-            if seed_value is not None:
-                label = None if "seed" in labelled else "seed (Xeon 6271C, mean)"
-                axis.plot(x, seed_value, marker="x", color="black", markersize=8, linestyle="none", label=label)
-                labelled.add("seed")
-            fp32 = _stats(result.cell(backend, "fp32"), kind)
-            if mode != "fp32" and fp32 is not None:
-                axis.annotate(
-                    f"{fp32.median / stats.median:.2f}×",
-                    (x, max(stats.p90, seed_value or 0.0)),
-                    ha="center",
-                    va="bottom",
-                    fontsize=8,
-                    xytext=(0, 4),
-                    textcoords="offset points",
-                )
-    axis.set_xticks(range(len(backends)), [BACKEND_NAMES.get(b, b) for b in backends])
-    axis.set_ylabel("median latency (ms); bars: min to p90")
-    threads = result.settings.get("threads")
-    title = f"{result.model}: {KIND_TITLES[kind].lower()} latency, {threads} thread(s), {str(result.settings.get('device')).upper()}"
-    accuracy = _accuracy_note(result)
-    axis.set_title(title + (f"\n{accuracy}" if accuracy else ""), fontsize=10)
-    axis.legend(fontsize=8)
-    axis.grid(axis="y", alpha=0.3)
-
-
-def _accuracy_note(result: BenchResult) -> str:
-    parts = []
-    for precision in ("fp32", "int8"):
-        known = [(b, result.top1(b, precision)) for b in result.backends if result.top1(b, precision) is not None]
-        if known:
-            parts.append(
-                f"{precision.upper()} top-1 " + ", ".join(f"{BACKEND_NAMES.get(b, b)} {v:.2f}" for b, v in known)
-            )
-    if not parts:
-        return ""
-    return " | ".join(parts) + (" (measured)" if result.accuracy else " (published)")

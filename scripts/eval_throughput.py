@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from paddlecls_q import registry
 from paddlecls_q.config import RuntimeOptions
 from paddlecls_q.datasets import Dataset, load_dataset, write_fashion_mnist
-from paddlecls_q.evaluate import _BatchLoader, default_workers, engine_batch_size, evaluate_classifiers
+from paddlecls_q.decoding import BatchLoader
+from paddlecls_q.evaluate import default_workers, engine_batch_size, evaluate_classifiers
 from paddlecls_q.infer import Classifier
 from paddlecls_q.preprocess import read_image
 
@@ -83,7 +84,7 @@ def engine_images_per_s(
 
 def decode_cpu_us(classifier: Classifier, dataset: Dataset, batch: int, count: int = 2000) -> float:
     """CPU µs per image of what a decode worker runs (eval's batch loader, batch arrays recycled) on one thread."""
-    load = _BatchLoader(classifier.preprocess, dataset.items, batch, strict=True)
+    load = BatchLoader(classifier.preprocess, dataset.items, batch, strict=True)
     count = min(count, len(dataset))
     spare: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
     began = time.thread_time()

@@ -20,13 +20,12 @@ import pytest
 from typer.testing import CliRunner
 
 from helpers import assert_one_line_error, build
-from paddlecls_q import bench, registry, report
+from paddlecls_q import bench, chart, registry, report
 from paddlecls_q.cli import app
 from paddlecls_q.cli.app import JSON_SCHEMA_VERSION
 from paddlecls_q.config import load_inference_cls_yaml
 from paddlecls_q.errors import ConfigError, InputError, ModelFormatError
-from paddlecls_q.fast_preprocess import FastPreprocessor, compile_plan
-from paddlecls_q.infer import are_probabilities, to_probabilities
+from paddlecls_q.preprocess import FastPreprocessor, compile_plan
 from paddlecls_q.preprocess import build_preprocessor, read_image
 from paddlecls_q.stats import LatencyStats, ratio, summarize
 
@@ -157,71 +156,6 @@ def test_ratio_is_none_when_a_side_is_missing() -> None:
 
 
 # ---- postprocessing -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "outputs",
-    [
-        np.random.default_rng(0).dirichlet(np.ones(1000), size=2).astype(np.float32),  # already softmax
-        np.random.default_rng(1).standard_normal((3, 1000)).astype(np.float32),  # logits
-        np.array([[0.5, 0.5005]], np.float32),  # sum just outside allclose's tolerance
-        np.array([[0.5, 0.50099]], np.float32),  # just inside
-        np.array([[np.nan, 1.0]], np.float32),
-        np.array([[0.5, 0.50101]], np.float32),  # sums at the tolerance, one image and a batch
-        np.array([[0.5, 0.501011]], np.float32),
-        np.array([[0.5, 0.49899], [0.5, 0.501011]], np.float32),
-        np.array([[np.inf, 0.0]], np.float32),
-        np.random.default_rng(2).standard_normal((1, 10, 1, 1)),  # float64, 4-D
-    ],
-)
-@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the inf case, in both
-def test_probabilities_equal_the_allclose_definition(outputs: np.ndarray) -> None:
-    np.testing.assert_array_equal(to_probabilities(outputs), allclose_probabilities(outputs))
-
-
-@pytest.mark.parametrize("softmax", [True, False])
-def test_top_k_probabilities_match_the_full_softmax(softmax: bool) -> None:
-    rng = np.random.default_rng(5)
-    scores = (rng.standard_normal(1000) * 3).astype(np.float32)
-    if not softmax:
-        scores = to_probabilities(scores[None])[0]
-    expected = to_probabilities(scores[None])[0]
-    pairs = bench.top_k_probabilities(scores, 5, softmax)
-    assert [index for index, _ in pairs] == np.argsort(-expected, kind="stable")[:5].tolist()
-    np.testing.assert_allclose([p for _, p in pairs], expected[[index for index, _ in pairs]], rtol=1e-6)
-
-
-def test_are_probabilities_is_to_probabilities_test() -> None:
-    rng = np.random.default_rng(4)
-    assert are_probabilities(rng.dirichlet(np.ones(10), size=3))
-    assert not are_probabilities(rng.standard_normal((1, 10)))
-    assert not are_probabilities(np.array([[0.2, 0.2]], np.float32))
-    assert not are_probabilities(np.array([[np.nan, 1.0]], np.float32))
-
-
-def test_top_k_is_best_first() -> None:
-    probabilities = np.array([0.1, 0.4, 0.05, 0.3, 0.15, 0.3], np.float32)
-    assert bench.top_k(probabilities, 3) == [1, 3, 5]
-    assert bench.top_k(probabilities, 9) == [1, 3, 5, 4, 0, 2]
-    scores = np.random.default_rng(3).random(1000).astype(np.float32)
-    assert bench.top_k(scores, 5) == np.argsort(-scores, kind="stable")[:5].tolist()
-
-
-def test_fast_probabilities_agree_at_the_tolerance_edge() -> None:
-    """Sums from 1 - 2e-3 to 1 + 2e-3 in float32 steps: both functions must take the same branch everywhere."""
-    base = np.float32(0.5)
-    for other in np.arange(np.float32(0.498), np.float32(0.502), np.float32(1e-7), dtype=np.float32)[::7]:
-        outputs = np.array([[base, other]], np.float32)
-        np.testing.assert_array_equal(to_probabilities(outputs), allclose_probabilities(outputs))
-
-
-def allclose_probabilities(outputs: np.ndarray) -> np.ndarray:
-    """The plain definition `infer.to_probabilities` must match: softmax unless rows already sum to 1."""
-    outputs = outputs.reshape(outputs.shape[0], -1).astype(np.float32)
-    if outputs.min() >= 0 and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3):
-        return outputs
-    shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 # ---- the fast preprocessing plan ------------------------------------------------------------------
@@ -419,7 +353,7 @@ def test_quantize_report_supplies_method_and_accuracy(tmp_path: Path) -> None:
     )
     report_data = bench.read_quantize_report(tmp_path)
     assert report_data["method"] == "qat"
-    accuracy, source = bench._measured_accuracy(report_data)
+    accuracy, source = bench.measured_accuracy(report_data)
     assert accuracy == {"ort": {"fp32_top1": 79.1, "int8_top1": 78.9}} and "500 images" in source
     (tmp_path / "quantize_report.json").write_text("not json")
     assert bench.read_quantize_report(tmp_path) == {}
@@ -495,10 +429,10 @@ def test_csv_has_one_row_per_cell_and_kind(three_engine_result: bench.BenchResul
 
 
 def test_plot_writes_a_png(three_engine_result: bench.BenchResult, tmp_path: Path) -> None:
-    path = report.plot([three_engine_result, three_engine_result], tmp_path / "chart.png")
+    path = chart.plot([three_engine_result, three_engine_result], tmp_path / "chart.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ConfigError, match="PNG"):
-        report.plot([three_engine_result], tmp_path / "chart.svg")
+        chart.plot([three_engine_result], tmp_path / "chart.svg")
 
 
 def test_a_missing_engine_fails_its_own_rows_only(

@@ -218,8 +218,8 @@ def test_bad_options_and_paths(demo_model_dir, fashion, tmp_path):
     assert_one_line_error(
         eval_cli("--model-dir", model, "--data", str(fashion), "--backend", "onnx"), 2, "unknown backend"
     )
-    result = eval_cli("--model-dir", model, "--data", str(fashion), "--batch-size", "0")
-    assert result.exit_code == 2 and "--batch-size" in result.output
+    assert_one_line_error(eval_cli("--model-dir", model, "--data", str(fashion), "--batch-size", "0"), 2, "--batch-size")
+    assert_one_line_error(eval_cli("--model-dir", model, "--data", str(fashion), "--topk", "0"), 2, "--topk")
 
 
 # ---- helpers -------------------------------------------------------------------------------------------
@@ -337,9 +337,9 @@ def test_scores_counted_in_small_chunks_give_the_same_accuracy(demo_model_dir, f
 
 @pytest.mark.parametrize("total, batch, most", [(1, 4, 8), (100, 4, 8), (10_000, 32, 4), (65, 32, 1)])
 def test_decoding_tasks_cover_every_item_once_starting_small(total, batch, most):
-    from paddlecls_q.evaluate import _task_spans
+    from paddlecls_q.decoding import task_spans
 
-    spans = list(_task_spans(batch, total, most))
+    spans = list(task_spans(batch, total, most))
     assert spans[0] == (0, batch)
     assert [start for start, _ in spans] == [0, *np.cumsum([count for _, count in spans])[:-1]]
     assert spans[-1][0] < total <= spans[-1][0] + spans[-1][1]

@@ -177,3 +177,26 @@ def test_bad_input_writes_nothing(model_copy, fashion_image, tmp_path):
     (model_copy / "inference_cls.yaml").write_text("PreProcess: {transform_ops: [{Bogus: {}}]}\n")
     infer("--model-dir", str(model_copy), "--image", str(fashion_image))
     assert sorted(p.name for p in model_copy.iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        (("--topk", "0"), "--topk"),
+        (("--threads", "many"), "--threads"),
+        (("--no-such-option",), "No such option"),
+    ],
+)
+def test_bad_option_values_are_one_red_line_not_a_box(demo_model_dir, fashion_image, args, pattern):
+    """Typer's own checks (range, type, unknown option) print one line and exit 2, like our errors."""
+    result = infer("--model-dir", str(demo_model_dir), "--image", str(fashion_image), *args)
+    assert_one_line_error(result, 2, pattern)
+
+
+def test_entry_point_usage_error_is_one_line_on_stderr(fashion_image):
+    completed = subprocess.run(
+        [ENTRY_POINT, "infer", "--model", "demo", "--image", str(fashion_image), "--topk", "0"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 2 and completed.stdout == ""
+    assert completed.stderr.strip().count("\n") == 0 and "--topk" in completed.stderr

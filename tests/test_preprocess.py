@@ -385,7 +385,7 @@ def test_batch_stacks_single_image_outputs(photo_pixels: np.ndarray) -> None:
 
 @pytest.mark.parametrize("size", [0, 1, 65_535, 65_536, 65_537, 300_001])
 def test_read_bytes_reads_every_size_whole(tmp_path, size):
-    from paddlecls_q.preprocess import _read_bytes
+    from paddlecls_q.preprocess.image_io import read_file_bytes as _read_bytes
 
     path = tmp_path / "blob"
     path.write_bytes(np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes())
@@ -394,7 +394,7 @@ def test_read_bytes_reads_every_size_whole(tmp_path, size):
 
 @pytest.mark.parametrize("interpolation", ["nearest", "bilinear", "area", "bicubic", "lanczos"])
 def test_fast_plan_takes_a_grey_plane_as_its_rgb_image(interpolation):
-    from paddlecls_q.fast_preprocess import compile_plan
+    from paddlecls_q.preprocess import compile_plan
 
     ops = [
         {"ResizeImage": {"resize_short": 256, "interpolation": interpolation}},
@@ -419,7 +419,7 @@ def test_fast_plan_takes_a_grey_plane_as_its_rgb_image(interpolation):
 )
 def test_fill_batch_gives_each_grey_image_its_own_tensor(resize, crop):
     """fill_batch (one table lookup per channel for the whole batch) writes what one call per image writes."""
-    from paddlecls_q.fast_preprocess import compile_plan
+    from paddlecls_q.preprocess import compile_plan
 
     ops = [{"ResizeImage": resize}, *([{"CropImage": {"size": crop}}] if crop else [])]
     ops += [{"NormalizeImage": {"scale": 0.00392157, "mean": [0.5, 0.4, 0.3], "std": [0.5, 0.6, 0.7], "order": ""}}]
@@ -439,3 +439,23 @@ def test_fill_batch_gives_each_grey_image_its_own_tensor(resize, crop):
     assert not fast.fill_batch([cv2.cvtColor(images[0], cv2.COLOR_GRAY2RGB)], out)
     assert not fast.fill_batch(images * 2, out)  # more images than rows
     assert np.array_equal(out[:7], expected)
+
+
+def test_both_implementations_honour_one_interface() -> None:
+    """build_preprocessor returns a FastPreprocessor or a Preprocessor; callers use only ImagePreprocessor."""
+    from paddlecls_q.preprocess import FastPreprocessor, Preprocessor, reference_preprocessor
+
+    config = load_inference_cls_yaml(CONFIGS / "inference_cls.yaml")
+    fast, reference = build_preprocessor(config), build_preprocessor(config, fast=False)
+    assert isinstance(fast, FastPreprocessor) and isinstance(reference, Preprocessor)
+    assert type(reference_preprocessor(config)) is Preprocessor
+    image = read_image(IMAGES[0])
+    expected = reference(image)
+    for preprocessor in (fast, reference):
+        out = np.full(expected.shape, np.nan, np.float32)
+        assert preprocessor(image, out=out) is out
+        np.testing.assert_array_equal(out, expected)
+        np.testing.assert_array_equal(preprocessor.batch([image, image])[1], expected)
+        assert preprocessor.transform_ops == reference.transform_ops and preprocessor.output_dtype == np.float32
+    assert fast.reads_grey and not reference.reads_grey
+    assert not reference.fill_batch([image], np.empty((1, *expected.shape), np.float32))

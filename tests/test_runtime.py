@@ -90,9 +90,29 @@ def test_trt_engine_cache_key_has_model_precision_version_and_gpu(tmp_path):
 def test_engines_use_the_requested_threads(demo_model_dir):
     files = find_model_files(demo_model_dir)
     ort_runtime = create_runtime(files, RuntimeOptions(backend="ort", threads=2))
+    batch = np.zeros((1, 3, 32, 32), np.float32)
     assert ort_runtime.session.get_session_options().intra_op_num_threads == 2
+    assert ort_runtime.reported_threads(batch).threads == 2
     ov_runtime = create_runtime(files, RuntimeOptions(backend="openvino", threads=2))
-    ov_runtime.infer(np.zeros((1, 3, 32, 32), np.float32))
-    compiled = next(iter(ov_runtime._requests.values())).get_compiled_model()
-    assert int(compiled.get_property("INFERENCE_NUM_THREADS")) == 2
-    assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) in ("f32", "<Type: 'float32'>")
+    ov_runtime.infer(batch)
+    reported = ov_runtime.reported_threads(batch)
+    assert reported.threads == 2 and reported.precision in ("f32", "float32")
+    paddle_runtime = create_runtime(files, RuntimeOptions(backend="paddle", threads=2))
+    assert paddle_runtime.reported_threads(batch).threads == 2
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_bare_call_gives_the_scores_of_infer_and_close_frees_the_engine(demo_model_dir, fashion_image, backend):
+    """The bench's bare column calls the engine's own API: same scores as infer(); close() is idempotent."""
+    files = find_model_files(demo_model_dir)
+    classifier = Classifier(demo_model_dir, RuntimeOptions(backend=backend))
+    batch = np.ascontiguousarray(classifier.preprocess.batch([read_image(fashion_image)]))
+    with create_runtime(files, RuntimeOptions(backend=backend)) as runtime:
+        expected = runtime.infer(batch)
+        bare = runtime.bare_call(batch)
+        assert bare.call is not None and bare.description
+        bare.call()
+        np.testing.assert_array_equal(runtime.infer(batch), expected)
+    runtime.close()  # a second close does nothing
+    with pytest.raises(AttributeError):
+        runtime.infer(batch)  # the engine is gone

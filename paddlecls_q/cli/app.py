@@ -9,12 +9,53 @@ from typing import Any, Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
+
+try:  # typer 0.2x ships its own copy of click
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # older typer runs on click itself
+    from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
 
 from paddlecls_q.config import BACKENDS, RuntimeOptions, choice, validate
 from paddlecls_q.errors import PaddleClsQError
 
+
+
+class OneLineErrors(TyperGroup):
+    """The command group: a bad option value (typer's range checks, BadParameter) is one red line and exit 2."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        standalone_mode = kwargs.get("standalone_mode", True)
+        kwargs["standalone_mode"] = False  # errors come back here instead of typer's boxed message
+        try:
+            result = super().main(*args, **kwargs)
+        except UsageError as error:
+            if type(error).__name__ == "NoArgsIsHelpError":  # `paddlecls-q` alone: the help text
+                error.show()
+            else:
+                err_console.print(f"[bold red]error:[/] {escape(error.format_message())}", highlight=False, soft_wrap=True)
+            if not standalone_mode:
+                raise
+            sys.exit(error.exit_code)
+        except ClickException as error:
+            if not standalone_mode:
+                raise
+            error.show()
+            sys.exit(error.exit_code)
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            err_console.print("Aborted!", highlight=False)
+            sys.exit(1)
+        if standalone_mode:
+            sys.exit(result if isinstance(result, int) else 0)
+        return result
+
+
 app = typer.Typer(
     name="paddlecls-q",
+    cls=OneLineErrors,
     help="Quantize PaddleClas classifiers to INT8, deploy them on Paddle Inference, ONNX Runtime, "
     "OpenVINO or TensorRT, and measure what INT8 bought.",
     no_args_is_help=True,
@@ -38,7 +79,7 @@ def command(
             try:
                 return function(*args, **inner)
             except PaddleClsQError as error:
-                err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+                err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
                 raise typer.Exit(error.exit_code) from None
             except KeyboardInterrupt:
                 err_console.print("[bold red]interrupted[/]")

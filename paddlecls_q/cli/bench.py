@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from paddlecls_q import bench, registry, report
+from paddlecls_q import bench, chart, registry, report
 from paddlecls_q.bench import BenchModels, BenchResult, BenchSettings
 from paddlecls_q.cli.app import JSON_SCHEMA_VERSION, command, console, err_console, print_json
 from paddlecls_q.config import BACKENDS, choice
@@ -92,7 +92,7 @@ def bench_command(
             err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     _write(results, output_format, output, title)
     if plot is not None:
-        report.plot(results, plot)
+        chart.plot(results, plot)
         err_console.print(f"chart written to {plot}", highlight=False)
 
 

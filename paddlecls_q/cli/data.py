@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
 from paddlecls_q.cli.app import app, command, console, err_console, print_json
 from paddlecls_q.config import choice
+
+if TYPE_CHECKING:
+    from paddlecls_q.datasets import FashionSplit
 
 data_app = typer.Typer(help="Write labelled data sets for eval and calibration.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -31,7 +34,7 @@ def fashion_mnist_command(
 
     from paddlecls_q.datasets import write_fashion_mnist
 
-    split = choice(split, ("test", "train", "both"), "split")
+    split = cast("FashionSplit", choice(split, ("test", "train", "both"), "split"))
     per_split = {"test": 10_000, "train": 60_000}
     total = sum(min(limit or n, n) for name, n in per_split.items() if split in (name, "both"))
     show = not as_json and err_console.is_terminal
@@ -50,7 +53,7 @@ def fashion_mnist_command(
             limit,
             force,
             idx_dir,
-            on_progress=lambda n: progress.advance(task, n),  # type: ignore[arg-type]
+            on_progress=lambda n: progress.advance(task, n),
         )
     if as_json:
         print_json(

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from paddlecls_q.cli.app import command, console, err_console, print_json
-from paddlecls_q.config import BACKENDS, RuntimeOptions, choice, validate
+from paddlecls_q.cli.app import command, console, err_console, print_json, runtime_options
+from paddlecls_q.config import BACKENDS
 from paddlecls_q.infer import resolve_model_dir
 
 CHANGED_ROWS_SHOWN = 20
@@ -27,7 +27,9 @@ def eval_command(
         typer.Option("--compare", help="A second model (the INT8 folder) to compare with: same images, one decode."),
     ] = None,
     backend: Annotated[str, typer.Option("--backend", help=f"Engine: {', '.join(BACKENDS)}.")] = "ort",
-    device: Annotated[str, typer.Option("--device", help="cpu or gpu.")] = "cpu",
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu or gpu [default: gpu for trt/paddle-trt].")
+    ] = None,
     threads: Annotated[int, typer.Option("--threads", help="CPU threads for the engine.")] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per engine call (if the model allows).")] = 32,
     topk: Annotated[int, typer.Option("--topk", help="k of the top-k accuracy.")] = 5,
@@ -45,17 +47,7 @@ def eval_command(
     from paddlecls_q.datasets import load_dataset
     from paddlecls_q.evaluate import compare, evaluate_models
 
-    options = validate(
-        RuntimeOptions,
-        {
-            "backend": choice(backend, BACKENDS, "backend"),
-            "device": choice(device, ("cpu", "gpu"), "device"),
-            "threads": threads,
-            "fp16": fp16,
-            "pinned_memory": pinned_memory,
-        },
-        "options",
-    )
+    options = runtime_options(backend, device, threads, fp16, pinned_memory)
     for name, value in (("--batch-size", batch_size), ("--topk", topk), ("--limit", limit), ("--workers", workers)):
         if value is not None and value < 1:
             raise typer.BadParameter("must be at least 1", param_hint=name)

@@ -11,7 +11,7 @@ from rich.table import Table
 from paddlecls_q.cli.app import command, console, print_json, runtime_options
 from paddlecls_q.config import BACKENDS
 from paddlecls_q.infer import Classifier, resolve_model_dir
-from paddlecls_q.quantize.images import list_images
+from paddlecls_q.preprocess.image_io import list_images
 
 
 @command("infer")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import paddle  # paddlecls_q/__init__.py ran first and turned the PIR API off
@@ -117,7 +118,7 @@ def build_model(arch: str, class_num: int = 1000) -> paddle.nn.Layer:
     from paddlecls_q.models.mobilenet_v1 import MobileNetV1
     from paddlecls_q.models.resnet_vd import ResNet50_vd
 
-    builders = {"ResNet50_vd": ResNet50_vd, "MobileNetV1": MobileNetV1}
+    builders: dict[str, Callable[..., paddle.nn.Layer]] = {"ResNet50_vd": ResNet50_vd, "MobileNetV1": MobileNetV1}
     if arch not in builders:
         raise ConfigError(f"unknown architecture {arch!r}; known: {', '.join(builders)}")
     return builders[arch](class_num=class_num)

@@ -22,7 +22,8 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 from paddlecls_q.quantize.accuracy import EngineAccuracy  # noqa: E402
 from paddlecls_q.quantize.assemble import align_weight_dtypes  # noqa: E402
-from paddlecls_q.quantize.images import IMAGE_CACHE_BYTES, CalibrationImages, list_images  # noqa: E402
+from paddlecls_q.preprocess.image_io import list_images  # noqa: E402
+from paddlecls_q.quantize.images import IMAGE_CACHE_BYTES, CalibrationImages  # noqa: E402
 from paddlecls_q.quantize.pipeline import Message, quantize  # noqa: E402
 from paddlecls_q.quantize.plan import QuantizationPlan, plan_quantization  # noqa: E402
 from paddlecls_q.quantize.paddle_patches import BN_FUSE_PASSES, CHECKED_VERSIONS  # noqa: E402

@@ -88,7 +88,7 @@ def rank_layers(plan: QuantizationPlan, int8_folder: Path, images: CalibrationIm
     import onnxruntime as ort
 
     from paddlecls_q import qdq_onnx
-    from paddlecls_q.infer import to_probabilities
+    from paddlecls_q.postprocess import to_probabilities
     from paddlecls_q.runtime.convert import onnx_model_for
 
     count = min(plan.config.accuracy.sensitivity_images, len(images.paths))

@@ -7,40 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from paddlecls_q.config import PREPROCESS_NAMES, did_you_mean, load_inference_cls_yaml
-from paddlecls_q.datasets import IMAGE_SUFFIXES
 from paddlecls_q.errors import ConfigError, InputError, PaddleClsQError
 from paddlecls_q.model_files import INFERENCE_CLS_YAML
 from paddlecls_q.quantize.progress import Progress, raise_if_interrupted
 
 # Preprocessed images kept in memory between passes (PTQ hist/KL read the data twice, QAT every epoch).
 IMAGE_CACHE_BYTES = 1 << 30
-
-
-def list_images(path: Path, *, allow_file: bool = False) -> list[Path]:
-    """The image files at `path`, or an InputError saying what is wrong.
-
-    The one rule for every command: a folder gives every image file under it, recursively, sorted
-    by path, skipping hidden files (name starting with "."); an image is a file whose suffix is in
-    IMAGE_SUFFIXES. A single file is accepted as itself only with `allow_file` (`infer --image`).
-    """
-    what = "image path" if allow_file else "image folder"
-    if not path.exists():
-        raise InputError(f"{path}: {what} not found")
-    if not path.is_dir():
-        if allow_file:
-            return [path]
-        raise InputError(f"{path}: not a folder (give a folder of images)")
-    files = sorted(item for item in path.rglob("*") if item.is_file() and not item.name.startswith("."))
-    images = [item for item in files if item.suffix.lower() in IMAGE_SUFFIXES]
-    if not images:
-        if not files:
-            raise InputError(f"{path}: {what} is empty")
-        shown = ", ".join(item.name for item in files[:3]) + (", ..." if len(files) > 3 else "")
-        raise InputError(
-            f"{path}: holds no images ({len(files)} other files: {shown}); "
-            f"image types: {', '.join(sorted(IMAGE_SUFFIXES))}"
-        )
-    return images
 
 
 class CalibrationImages:

@@ -9,7 +9,7 @@ from pathlib import Path
 from paddlecls_q.config import QuantizeConfig, did_you_mean, load_inference_cls_yaml
 from paddlecls_q.errors import ConfigError, InputError, ModelFormatError
 from paddlecls_q.model_files import ModelFiles, find_model_files, require_inference_cls_yaml
-from paddlecls_q.quantize.images import list_images
+from paddlecls_q.preprocess.image_io import list_images
 from paddlecls_q.quantize.paddle_patches import import_paddle, version_mismatches
 
 

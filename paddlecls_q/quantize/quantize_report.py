@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from typing import Any
+
+from paddlecls_q.environment import package_versions
 
 
 REPORT_FILE = "quantize_report.json"
@@ -45,10 +46,4 @@ class QuantizeReport:
 
 def installed_package_versions() -> dict[str, str]:
     """The installed version of each package in PACKAGES, for the report."""
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+    return package_versions(PACKAGES, missing="not installed")

@@ -6,7 +6,7 @@ import importlib
 
 from paddlecls_q.config import BACKENDS, RuntimeOptions, choice
 from paddlecls_q.model_files import ModelFiles
-from paddlecls_q.runtime.base import Runtime
+from paddlecls_q.runtime.base import BareCall, ReportedThreads, Runtime
 
 _BACKEND_CLASSES = {
     "paddle": ("paddlecls_q.runtime.paddle_backend", "PaddleRuntime"),
@@ -26,4 +26,4 @@ def create_runtime(files: ModelFiles, options: RuntimeOptions) -> Runtime:
     return runtime_class(files, options)
 
 
-__all__ = ["Runtime", "create_runtime"]
+__all__ = ["BareCall", "ReportedThreads", "Runtime", "create_runtime"]

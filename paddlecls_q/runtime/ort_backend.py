@@ -9,7 +9,7 @@ import numpy as np
 from paddlecls_q.config import RuntimeOptions
 from paddlecls_q.errors import BackendUnavailableError, ModelFormatError
 from paddlecls_q.model_files import ModelFiles
-from paddlecls_q.runtime.base import Runtime
+from paddlecls_q.runtime.base import BareCall, ReportedThreads, Runtime
 from paddlecls_q.runtime.convert import onnx_model_for
 
 
@@ -51,5 +51,16 @@ class OrtRuntime(Runtime):
     def infer(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 
+    def reported_threads(self, batch: np.ndarray) -> ReportedThreads:
+        reported = int(self.session.get_session_options().intra_op_num_threads)
+        return ReportedThreads(reported, "SessionOptions.intra_op_num_threads", "fp32")
+
+    def bare_call(self, batch: np.ndarray) -> BareCall:
+        session, outputs, feed = self.session, [self.output_name], {self.input_name: batch}
+        return BareCall(lambda: session.run(outputs, feed), "InferenceSession.run")
+
     def engine_info(self) -> dict[str, Any]:
         return {**super().engine_info(), "engine": f"onnxruntime {self.version}", "model": str(self.onnx_path)}
+
+    def close(self) -> None:
+        self.__dict__.pop("session", None)

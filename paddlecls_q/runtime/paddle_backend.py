@@ -9,7 +9,7 @@ import numpy as np
 from paddlecls_q.config import RuntimeOptions
 from paddlecls_q.errors import BackendUnavailableError, ModelFormatError
 from paddlecls_q.model_files import ModelFiles
-from paddlecls_q.runtime.base import Runtime
+from paddlecls_q.runtime.base import BareCall, ReportedThreads, Runtime
 
 
 def import_paddle_inference(backend: str = "paddle") -> Any:
@@ -37,7 +37,7 @@ class PaddleRuntime(Runtime):
         config.enable_memory_optim()
         config.disable_glog_info()
         self.configure(config, inference)
-        self.config = config  # kept so reports can read back what the engine was told (threads, precision)
+        self.config = config  # kept so reported_threads can read back what the engine was told
         try:
             self.predictor = inference.create_predictor(config)
         except Exception as error:  # Paddle raises its own C++-mapped exception types
@@ -66,5 +66,27 @@ class PaddleRuntime(Runtime):
         self.predictor.run()
         return self._output.copy_to_cpu()
 
+    def reported_threads(self, batch: np.ndarray) -> ReportedThreads:
+        reported = int(self.config.cpu_math_library_num_threads())
+        return ReportedThreads(reported, "Config.cpu_math_library_num_threads()", "fp32")
+
+    def bare_call(self, batch: np.ndarray) -> BareCall:
+        predictor = self.predictor
+        input_handle = predictor.get_input_handle(self.input_name)
+        output_handle = predictor.get_output_handle(self.output_name)
+        shape = list(batch.shape)
+
+        def paddle_bare() -> Any:
+            input_handle.reshape(shape)
+            input_handle.copy_from_cpu(batch)
+            predictor.run()
+            return output_handle.copy_to_cpu()
+
+        return BareCall(paddle_bare, "predictor handles: copy_from_cpu, run, copy_to_cpu")
+
     def engine_info(self) -> dict[str, Any]:
         return {**super().engine_info(), "engine": f"paddle inference {self.version}"}
+
+    def close(self) -> None:
+        for name in ("_input", "_output", "predictor"):
+            self.__dict__.pop(name, None)

@@ -8,6 +8,7 @@ import numpy as np
 
 from paddlecls_q.errors import BackendUnavailableError
 from paddlecls_q.registry import cache_home
+from paddlecls_q.runtime.base import BareCall, ReportedThreads, Runtime
 from paddlecls_q.runtime.paddle_backend import PaddleRuntime
 
 WORKSPACE_BYTES = 1 << 30
@@ -55,3 +56,10 @@ class PaddleTrtRuntime(PaddleRuntime):
         pinned_input = paddle.to_tensor(batch, place=paddle.CUDAPinnedPlace())
         outputs = self.predictor.run([pinned_input.cuda()])
         return outputs[0]._copy_to(paddle.CUDAPinnedPlace(), True).numpy()
+
+    # A GPU engine: no CPU thread count to read back, and no lower-level loop than infer() in paddlecls-q.
+    def reported_threads(self, batch: np.ndarray) -> ReportedThreads:
+        return Runtime.reported_threads(self, batch)
+
+    def bare_call(self, batch: np.ndarray) -> BareCall:
+        return Runtime.bare_call(self, batch)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from paddlecls_q.config import RuntimeOptions
 from paddlecls_q.errors import BackendUnavailableError, ModelFormatError
@@ -53,14 +54,14 @@ def engine_cache_path(cache: Path, model_hash: str, precision: str, trt_version:
 class HostBuffer:
     """A host array, page-locked (pinned) when asked, so copies to and from the GPU can run as DMA."""
 
-    def __init__(self, cudart: Any, shape: tuple[int, ...], dtype: np.dtype, pinned: bool) -> None:
+    def __init__(self, cudart: Any, shape: tuple[int, ...], dtype: npt.DTypeLike, pinned: bool) -> None:
         self.cudart = cudart
         self.pinned_pointer = None
         nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
         if pinned:
             self.pinned_pointer = check_cuda(cudart.cudaMallocHost(nbytes), "cudaMallocHost")
             raw = (ctypes.c_byte * nbytes).from_address(int(self.pinned_pointer))
-            self.array = np.frombuffer(raw, dtype=dtype).reshape(shape)
+            self.array = np.frombuffer(memoryview(raw), dtype=dtype).reshape(shape)
         else:
             self.array = np.empty(shape, dtype=dtype)
 
@@ -171,3 +172,18 @@ class TensorRtRuntime(Runtime):
 
     def engine_info(self) -> dict[str, Any]:
         return {**super().engine_info(), "engine": f"tensorrt {self.version}", "engine_file": str(self.engine_path)}
+
+    def close(self) -> None:
+        """Free the pinned host buffers, the device buffers, the stream, then the TensorRT objects."""
+        cudart = self.cudart
+        for host_in, host_out, device_in, device_out in self._buffers.values():
+            host_in.free()
+            host_out.free()
+            cudart.cudaFree(device_in)
+            cudart.cudaFree(device_out)
+        self._buffers.clear()
+        if self.stream is not None:
+            cudart.cudaStreamDestroy(self.stream)
+            self.stream = None
+        for name in ("context", "engine"):
+            self.__dict__.pop(name, None)

@@ -1,4 +1,4 @@
-"""Read images and preprocess them exactly as PaddleClas `deploy/python/preprocess.py` does.
+"""Preprocess images exactly as PaddleClas `deploy/python/preprocess.py` does.
 
 The four ops of an `inference_cls.yaml` (ResizeImage, CropImage, NormalizeImage, ToCHWImage) give
 the same numbers as PaddleClas's (tests/paddleclas_reference.py holds a literal port that the tests
@@ -16,34 +16,20 @@ config is refused up front with a ConfigError instead:
 
 from __future__ import annotations
 
-import io
-import os
-import threading
-import warnings
 from collections.abc import Callable, Sequence
 
-# Pillow's own bomb check only warns below 2 × 89.5 M pixels; 64 M pixels is already ~200 MB as BGR.
-MAX_IMAGE_PIXELS = 64_000_000
-FIRST_READ_BYTES = 1 << 16  # one read() takes a small image whole; bigger files are sized first
-# OpenCV then refuses bigger images from their header, before allocating (read when cv2 is first imported).
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
+import cv2
+import numpy as np
+from PIL import Image
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from paddlecls_q.config import (  # noqa: E402
+from paddlecls_q.config import (
     CropImageOp,
-    InferenceClsConfig,
     NormalizeImageOp,
     ResizeImageOp,
     StrictModel,
     ToCHWImageOp,
 )
-from paddlecls_q.errors import ConfigError, InputError  # noqa: E402
-
-# warnings.catch_warnings swaps process-wide filters; concurrent readers (evaluate's thread pool) must take turns.
-_PILLOW_WARNINGS_LOCK = threading.Lock()
+from paddlecls_q.errors import ConfigError, InputError
 
 # PaddleClas's UnifiedResize tables ('random' is refused, see the module docstring).
 CV2_INTERPOLATIONS = {
@@ -63,77 +49,30 @@ PIL_INTERPOLATIONS = {
 }
 
 
-def read_image(path: str | os.PathLike[str], grey: bool = False) -> np.ndarray:
-    """Decode an image file to RGB uint8 HWC, as PaddleClas's `cv2.imread(path)[:, :, ::-1]` does.
+def width_height(size: int | Sequence[int]) -> tuple[int, int]:
+    """A ResizeImage / CropImage `size`, int or [w, h], as (width, height)."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
-    OpenCV's default IMREAD_COLOR makes every image 3-channel 8-bit (grey is repeated, alpha is
-    dropped, 16-bit is scaled down, EXIF orientation is applied). The bytes are read by Python so
-    that non-ASCII paths work, and the pixel count is checked from the header before decoding.
 
-    With `grey`, an 8-bit greyscale PNG comes back as its H×W plane instead (what the RGB image
-    repeats three times; FastPreprocessor takes it directly, a quarter less work on small images).
+def resized_size(width: int, height: int, resize_short: int | None, size: tuple[int, int] | None) -> tuple[int, int]:
+    """The (width, height) ResizeImage gives a width × height image: `resize_short` wins over `size`.
+
+    Same float expression and round-half-to-even as PaddleClas, so sizes match to the pixel.
     """
-    try:
-        data = _read_bytes(path)
-    except FileNotFoundError:
-        raise InputError(f"{path}: image not found") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a folder, not an image file") from None
-    except OSError as error:
-        raise InputError(f"{path}: cannot read the file ({error.strerror or error})") from None
-    if not data:
-        raise InputError(f"{path}: empty file (0 bytes), not an image")
-    try:
-        flags = cv2.IMREAD_GRAYSCALE if grey and _is_grey_png(data) else cv2.IMREAD_COLOR
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-    except cv2.error:
-        bgr = None  # OpenCV raises on images over OPENCV_IO_MAX_IMAGE_PIXELS; the size check below says so
-    if bgr is None or bgr.shape[0] * bgr.shape[1] > MAX_IMAGE_PIXELS:
-        # Also catches a process that imported cv2 before us, where OpenCV's own limit is 2**30 pixels.
-        _check_pixel_count(path, data)
-        if bgr is not None:
-            raise InputError(f"{path}: image too large: {bgr.shape[1]}x{bgr.shape[0]}, the limit is {MAX_IMAGE_PIXELS:,} pixels")
-        raise InputError(f"{path}: not an image OpenCV can decode (corrupt file or unsupported format)")
-    return bgr if bgr.ndim == 2 else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if resize_short is None:
+        assert size is not None, "ResizeImageOp's validator requires resize_short or size"
+        return size
+    percent = float(resize_short) / min(width, height)
+    return round(width * percent), round(height * percent)
 
 
-def _is_grey_png(data: bytes) -> bool:
-    """An 8-bit greyscale PNG, from its IHDR chunk (bit depth 8, colour type 0)."""
-    return data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and data[24:26] == b"\x08\x00"
-
-
-def _read_bytes(path: str | os.PathLike[str]) -> bytes:
-    """The whole file, with plain system calls (less than half of what `open().read()` costs on small files)."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        data = os.read(descriptor, FIRST_READ_BYTES)
-        if len(data) < FIRST_READ_BYTES:  # a regular file reads whole unless it is bigger
-            return data
-        chunks = [data]
-        remaining = max(os.fstat(descriptor).st_size - len(data), 0) + 1
-        while chunk := os.read(descriptor, max(remaining, FIRST_READ_BYTES)):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(descriptor)
-
-
-def _check_pixel_count(path: str | os.PathLike[str], data: bytes) -> None:
-    """Refuse images over MAX_IMAGE_PIXELS, naming their size (Pillow reads only the header)."""
-    try:
-        with _PILLOW_WARNINGS_LOCK, warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, with our own message
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-    except Image.DecompressionBombError as error:
-        raise InputError(f"{path}: image too large ({error})") from None
-    except (OSError, ValueError, SyntaxError):
-        return
-    if width * height > MAX_IMAGE_PIXELS:
-        raise InputError(
-            f"{path}: image too large: {width}x{height} = {width * height:,} pixels, "
-            f"the limit is {MAX_IMAGE_PIXELS:,} pixels"
-        )
+def normalize_tables(op: NormalizeImageOp) -> list[np.ndarray]:
+    """NormalizeImage as one 256-entry float32 table per channel: `(x * scale - mean) / std` for every uint8 x."""
+    values = np.arange(256, dtype=np.float32)
+    scale = np.float32(op.scale)
+    mean = np.array(op.mean, dtype=np.float32)
+    std = np.array(op.std, dtype=np.float32)
+    return [(values * scale - mean[c]) / std[c] for c in range(3)]
 
 
 Step = Callable[[np.ndarray], np.ndarray]
@@ -147,9 +86,18 @@ class Preprocessor:
         self.output_dtype = _check_op_order(self.transform_ops, source)
         self._steps = _build_steps(self.transform_ops, source)
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        """One image → a contiguous CHW float32 array (float16 with NormalizeImage `output_fp16`)."""
-        return np.ascontiguousarray(self._run(image))
+    reads_grey = False  # takes RGB images only; FastPreprocessor also takes greyscale planes
+
+    def __call__(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """One image → a contiguous CHW float32 array (float16 with NormalizeImage `output_fp16`), into `out` if given."""
+        if out is None:
+            return np.ascontiguousarray(self._run(image))
+        out[...] = self._run(image)
+        return out
+
+    def fill_batch(self, images: Sequence[np.ndarray], out: np.ndarray) -> bool:
+        """No batched greyscale path here: always False (nothing written), the caller goes image by image."""
+        return False
 
     def batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Images → an (N, C, H, W) array; every image must come out the same size."""
@@ -181,27 +129,14 @@ class Preprocessor:
         return image
 
 
-def build_preprocessor(config: InferenceClsConfig, fast: bool = True) -> Preprocessor:
-    """The Preprocessor of an `inference_cls.yaml` loaded with `load_inference_cls_yaml`.
-
-    With `fast`, the common resize → crop → normalize → CHW chain runs as one compiled plan
-    (fast_preprocess.py) that gives bit-identical output; other chains run op by op.
-    """
-    reference = Preprocessor(config.transform_ops, source=f"{config.source}: PreProcess")
-    if not fast:
-        return reference
-    from paddlecls_q.fast_preprocess import compile_plan  # it imports this module
-
-    return compile_plan(reference) or reference
-
-
 def _op_where(source: str, index: int, op: StrictModel) -> str:
     return f"{source}.transform_ops.{index}.{type(op).__name__.removesuffix('Op')}"
 
 
 def _check_op_order(ops: tuple[StrictModel, ...], source: str) -> np.dtype:
     """Follow the image layout through the ops; ConfigError where PaddleClas would crash or feed garbage."""
-    layout, channels, dtype = "hwc", 3, np.dtype(np.uint8)
+    layout, channels = "hwc", 3
+    dtype: np.dtype = np.dtype(np.uint8)
     for index, op in enumerate(ops):
         where = _op_where(source, index, op)
         if isinstance(op, (ResizeImageOp, CropImageOp)):
@@ -261,7 +196,7 @@ class _Resize:
 
     def __init__(self, op: ResizeImageOp, where: str) -> None:
         self.resize_short = op.resize_short
-        self.size = (op.size, op.size) if isinstance(op.size, int) else op.size
+        self.size = None if op.size is None else width_height(op.size)
         table = CV2_INTERPOLATIONS if op.backend == "cv2" else PIL_INTERPOLATIONS
         name = op.interpolation or "bilinear"
         if name == "random":
@@ -279,12 +214,7 @@ class _Resize:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         image_height, image_width = image.shape[:2]
-        if self.resize_short is not None:
-            # Same float expression and round-half-to-even as PaddleClas, so sizes match to the pixel.
-            percent = float(self.resize_short) / min(image_width, image_height)
-            width, height = round(image_width * percent), round(image_height * percent)
-        else:
-            width, height = self.size
+        width, height = resized_size(image_width, image_height, self.resize_short, self.size)
         if self.backend == "pil":
             return np.asarray(Image.fromarray(image).resize((width, height), self.interpolation))
         return cv2.resize(image, (width, height), interpolation=self.interpolation)
@@ -294,7 +224,7 @@ class _Crop:
     """CropImage: a centre crop of `size` int | [w, h]."""
 
     def __init__(self, op: CropImageOp) -> None:
-        self.width, self.height = (op.size, op.size) if isinstance(op.size, int) else op.size
+        self.width, self.height = width_height(op.size)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         image_height, image_width = image.shape[:2]
@@ -341,8 +271,7 @@ class _NormalizeToCHW:
         self.scale = np.float32(op.scale)
         self.mean = np.array(op.mean, dtype=np.float32)
         self.std = np.array(op.std, dtype=np.float32)
-        values = np.arange(256, dtype=np.float32)
-        self.tables = [(values * self.scale - self.mean[c]) / self.std[c] for c in range(3)]
+        self.tables = normalize_tables(op)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         height, width = image.shape[:2]
