@@ -9,6 +9,8 @@ from typing import Any, Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from paddlecls_q.config import BACKENDS, RuntimeOptions, choice, validate
 from paddlecls_q.errors import PaddleClsQError
@@ -67,3 +69,46 @@ def runtime_options(
         "pinned_memory": pinned_memory,
     }
     return validate(RuntimeOptions, values, "command line")
+
+
+def fitted_table(
+    title: str,
+    headers: list[str],
+    rows: list[list[str]],
+    *,
+    left: tuple[str, ...] = (),
+    drop_order: tuple[str, ...] = (),
+    width: int | None = None,
+    **table_options: Any,
+) -> tuple[Table, list[str]]:
+    """A rich table that fits `width` (default: the console's): columns in `drop_order` go first, then cells fold.
+
+    Returns the table and the headers it left out, for a "see --json" note.
+    """
+    width = width or console.width
+    shown = list(headers)
+    dropped: list[str] = []
+
+    def build() -> Table:
+        table = Table(title=title, title_justify="left", **table_options)
+        for header in shown:
+            table.add_column(header, justify="left" if header in left else "right", overflow="fold")
+        for row in rows:
+            table.add_row(*(escape(value) for header, value in zip(headers, row) if header in shown))
+        return table
+
+    table = build()
+    for header in drop_order:
+        if console.measure(table, options=console.options.update_width(10_000)).maximum <= width:
+            break
+        if header in shown:
+            shown.remove(header)
+            dropped.append(header)
+            table = build()
+    return table, dropped
+
+
+def dropped_note(dropped: list[str], detail: str = "--json") -> None:
+    """One dim line naming the columns a narrow terminal hid, and where to see them."""
+    if dropped:
+        console.print(f"[dim]hidden at {console.width} columns: {', '.join(h.replace(chr(10), ' ') for h in dropped)} (see {detail})[/]", highlight=False)
