@@ -21,10 +21,28 @@ app = typer.Typer(
     "OpenVINO or TensorRT, and measure what INT8 bought.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    epilog="Example: paddlecls-q demo   ·   shell completion: paddlecls-q --install-completion",
 )
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from paddlecls_q import __version__
+
+        typer.echo(f"paddlecls-q {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Quantize PaddleClas classifiers to INT8, deploy them on Paddle Inference, ONNX Runtime, OpenVINO or
+    TensorRT, and measure what INT8 bought."""
 
 JSON_SCHEMA_VERSION = 1
 

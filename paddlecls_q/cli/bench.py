@@ -20,7 +20,7 @@ from paddlecls_q.registry import PRECISION_MODES
 FORMATS = ("table", "markdown", "json", "csv")
 
 
-@command("bench")
+@command("bench", epilog="Example: paddlecls-q bench --model-dir paddlecls_q/assets/demo_fashion_mnist --int8-dir out/demo_ptq --iters 200")
 def bench_command(
     model_dir: Annotated[Path | None, typer.Option("--model-dir", help="FP32 Paddle inference model folder.")] = None,
     int8_dir: Annotated[

@@ -15,7 +15,7 @@ from paddlecls_q.infer import resolve_model_dir
 CHANGED_ROWS_SHOWN = 20
 
 
-@command("eval")
+@command("eval", epilog="Example: paddlecls-q eval --model demo --compare out/demo_ptq --data out/data/fashion_mnist --backend openvino")
 def eval_command(
     data: Annotated[
         Path, typer.Option("--data", help="Val list (`path label` lines) or a folder of class sub-folders.")

@@ -13,7 +13,7 @@ from paddlecls_q.config import BACKENDS
 from paddlecls_q.infer import Classifier, list_images, resolve_model_dir
 
 
-@command("infer")
+@command("infer", epilog="Example: paddlecls-q infer --model demo --image paddlecls_q/assets/images/fashion_mnist_test_0.png --backend ort")
 def infer_command(
     image: Annotated[Path, typer.Option("--image", help="Image file, or a folder of images.")],
     model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Paddle inference model folder.")] = None,

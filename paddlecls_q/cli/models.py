@@ -16,7 +16,7 @@ def _ms(value: float | None) -> str:
     return "None" if value is None else f"{value:.2f}"
 
 
-@command("models")
+@command("models", epilog="Example: paddlecls-q models --json")
 def models_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
