@@ -107,23 +107,25 @@ def fitted_table(
     shown = list(headers)
     dropped: list[str] = []
 
-    def build() -> Table:
-        table = Table(title=title, title_justify="left", **table_options)
+    def build(with_title: bool = True) -> Table:
+        table = Table(title=title if with_title else None, title_justify="left", **table_options)
         for header in shown:
-            table.add_column(header, justify="left" if header in left else "right", overflow="fold")
+            first = header == headers[0]
+            table.add_column(header, justify="left" if header in left else "right", overflow="fold", no_wrap=first)
         for row in rows:
             table.add_row(*(escape(value) for header, value in zip(headers, row) if header in shown))
         return table
 
-    table = build()
+    def fits() -> bool:
+        return console.measure(build(with_title=False), options=console.options.update_width(10_000)).maximum < width - 1
+
     for header in drop_order:
-        if console.measure(table, options=console.options.update_width(10_000)).maximum <= width:
+        if fits():
             break
         if header in shown:
             shown.remove(header)
             dropped.append(header)
-            table = build()
-    return table, dropped
+    return build(), dropped
 
 
 def dropped_note(dropped: list[str], detail: str = "--json") -> None:
