@@ -89,6 +89,33 @@ def runtime_options(
     return validate(RuntimeOptions, values, "command line")
 
 
+def fit_table(table: Table, drop_order: tuple[str, ...], width: int | None = None) -> list[str]:
+    """Remove `table`'s columns named in `drop_order`, in that order, until it fits `width` (default: the console's).
+
+    Cells that still don't fit fold. Returns the headers removed, for a "see --json" note.
+    """
+    width = width or console.width
+    if table.columns:
+        table.columns[0].no_wrap = True
+    dropped: list[str] = []
+
+    def fits() -> bool:
+        title, table.title = table.title, None
+        try:
+            return console.measure(table, options=console.options.update_width(10_000)).maximum < width - 1
+        finally:
+            table.title = title
+
+    for header in drop_order:
+        if fits():
+            break
+        for column in list(table.columns):
+            if column.header == header:
+                table.columns.remove(column)
+                dropped.append(header)
+    return dropped
+
+
 def fitted_table(
     title: str,
     headers: list[str],
@@ -99,36 +126,17 @@ def fitted_table(
     width: int | None = None,
     **table_options: Any,
 ) -> tuple[Table, list[str]]:
-    """A rich table that fits `width` (default: the console's): columns in `drop_order` go first, then cells fold.
-
-    Returns the table and the headers it left out, for a "see --json" note.
-    """
-    width = width or console.width
-    shown = list(headers)
-    dropped: list[str] = []
-
-    def build(with_title: bool = True) -> Table:
-        table = Table(title=title if with_title else None, title_justify="left", **table_options)
-        for header in shown:
-            first = header == headers[0]
-            table.add_column(header, justify="left" if header in left else "right", overflow="fold", no_wrap=first)
-        for row in rows:
-            table.add_row(*(escape(value) for header, value in zip(headers, row) if header in shown))
-        return table
-
-    def fits() -> bool:
-        return console.measure(build(with_title=False), options=console.options.update_width(10_000)).maximum < width - 1
-
-    for header in drop_order:
-        if fits():
-            break
-        if header in shown:
-            shown.remove(header)
-            dropped.append(header)
-    return build(), dropped
+    """A rich table of plain-text rows (escaped) that fits `width`, dropping columns as `fit_table` does."""
+    table = Table(title=title, title_justify="left", **table_options)
+    for header in headers:
+        table.add_column(header, justify="left" if header in left else "right", overflow="fold")
+    for row in rows:
+        table.add_row(*(escape(value) for value in row))
+    return table, fit_table(table, drop_order, width)
 
 
 def dropped_note(dropped: list[str], detail: str = "--json") -> None:
     """One dim line naming the columns a narrow terminal hid, and where to see them."""
     if dropped:
-        console.print(f"[dim]hidden at {console.width} columns: {', '.join(h.replace(chr(10), ' ') for h in dropped)} (see {detail})[/]", highlight=False)
+        names = ", ".join(header.replace("\n", " ") for header in dropped)
+        console.print(f"[dim]hidden at {console.width} columns: {names} (see {detail})[/]", highlight=False)
