@@ -95,8 +95,6 @@ def fit_table(table: Table, drop_order: tuple[str, ...], width: int | None = Non
     Cells that still don't fit fold. Returns the headers removed, for a "see --json" note.
     """
     width = width or console.width
-    if table.columns:
-        table.columns[0].no_wrap = True
     dropped: list[str] = []
 
     def fits() -> bool:
@@ -113,6 +111,8 @@ def fit_table(table: Table, drop_order: tuple[str, ...], width: int | None = Non
             if column.header == header:
                 table.columns.remove(column)
                 dropped.append(header)
+    if table.columns:
+        table.columns[0].no_wrap = True
     return dropped
 
 
