@@ -17,7 +17,7 @@ from paddlecls_q.datasets import VAL_LIST
 from paddlecls_q.errors import InputError
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo_ptq.yaml"
-DEMO_IMAGE = registry.ASSETS_DIR / "images" / "fashion_mnist_test_0.png"
+DEMO_IMAGE = registry.DEMO_IMAGE
 TEST_IMAGES = 10_000
 ENGINES = ("paddle", "ort", "openvino")
 # Say(kind, text): kind is "step" (what runs now), "reuse" (what an earlier run left) or "warning".
