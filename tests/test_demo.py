@@ -58,8 +58,8 @@ def test_demo_help_shows_an_example() -> None:
 @needs_fashion_mnist
 def test_make_demo_in_a_fresh_clone(tmp_path: Path) -> None:
     """`git clone` HEAD, then the Makefile's demo recipe there (this venv stands in for the install)."""
-    if shutil.which("git") is None or shutil.which("make") is None:
-        pytest.skip("git and make are needed to test the fresh-clone path")
+    if shutil.which("git") is None or shutil.which("make") is None or not (REPO / ".git").exists():
+        pytest.skip("a git checkout, git and make are needed to test the fresh-clone path")
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(clone)], check=True)
     stamp = tmp_path / "installed"
