@@ -36,7 +36,7 @@ def test_completion_is_offered() -> None:
 
 
 def test_models_fit_80_columns_and_json_keeps_everything(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(console, "width", 80)
+    monkeypatch.setattr(console, "_width", 80)  # restored afterwards (setting .width would stick)
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0
     lines = result.output.splitlines()
@@ -49,7 +49,7 @@ def test_models_fit_80_columns_and_json_keeps_everything(monkeypatch: pytest.Mon
 
 
 def test_models_at_160_columns_hide_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(console, "width", 160)
+    monkeypatch.setattr(console, "_width", 160)  # restored afterwards (setting .width would stick)
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0 and "hidden at" not in result.output and "e2e FP32" in result.output
 
