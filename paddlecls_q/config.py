@@ -411,7 +411,7 @@ class PtqSection(StrictModel):
 
     calibration_method: str = "avg"
     skip_tensor_list: tuple[str, ...] = ()
-    calibration_images: int = Field(default=320, ge=1)
+    calibration_images: int | None = Field(default=None, ge=1)  # None: every image in the folder
     batch_size: int = Field(default=32, ge=1)
     hist_percent: float = Field(default=0.999, gt=0, le=1)
     bias_correction: bool = False

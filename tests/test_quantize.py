@@ -258,13 +258,14 @@ def test_a_fastdeploy_config_runs_unchanged(
     with pytest.raises(ConfigError, match="pass --method"):
         config.resolve_method(None)
 
-    # PTQ with FastDeploy's spelling of the method; FastDeploy calibrates 32 x 10 = 320 images.
+    # PTQ with FastDeploy's spelling of the method; with no PTQ.calibration_images every image in the folder is used.
     result = runner.invoke(
         app, ["quantize", "--config", str(path), "--method", "PTQ", "--output", str(tmp_path / "ptq")]
     )
     assert result.exit_code == 0, result.output
     assert "input_list names 'input'" in result.output
-    assert json.loads((tmp_path / "ptq" / "quantize_report.json").read_text())["images_used"] == 320
+    assert "calibrating on all 400 images" in result.output
+    assert json.loads((tmp_path / "ptq" / "quantize_report.json").read_text())["images_used"] == 400
 
     # QAT with the same file: PACT, cosine schedule, Momentum, weight decay, a distillation node that the
     # model lacks (it falls back to the last layer). Only the iteration count is cut, for the test's sake.

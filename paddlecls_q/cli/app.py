@@ -10,6 +10,7 @@ from typing import Any, Callable
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 from typer.core import TyperGroup
 
 try:  # typer 0.2x ships its own copy of click
@@ -60,10 +61,28 @@ app = typer.Typer(
     "OpenVINO or TensorRT, and measure what INT8 bought.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    epilog="Example: paddlecls-q demo   ·   shell completion: paddlecls-q --install-completion",
 )
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from paddlecls_q import __version__
+
+        typer.echo(f"paddlecls-q {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Quantize PaddleClas classifiers to INT8, deploy them on Paddle Inference, ONNX Runtime, OpenVINO or
+    TensorRT, and measure what INT8 bought."""
 
 JSON_SCHEMA_VERSION = 1
 
@@ -108,3 +127,56 @@ def runtime_options(
         "pinned_memory": pinned_memory,
     }
     return validate(RuntimeOptions, values, "command line")
+
+
+def fit_table(table: Table, drop_order: tuple[str, ...], width: int | None = None) -> list[str]:
+    """Remove `table`'s columns named in `drop_order`, in that order, until it fits `width` (default: the console's).
+
+    Cells that still don't fit fold. Returns the headers removed, for a "see --json" note.
+    """
+    width = width or console.width
+    dropped: list[str] = []
+
+    def fits() -> bool:
+        title, table.title = table.title, None
+        try:
+            return console.measure(table, options=console.options.update_width(10_000)).maximum < width - 1
+        finally:
+            table.title = title
+
+    for header in drop_order:
+        if fits():
+            break
+        for column in list(table.columns):
+            if column.header == header:
+                table.columns.remove(column)
+                dropped.append(header)
+    if table.columns:
+        table.columns[0].no_wrap = True
+    return dropped
+
+
+def fitted_table(
+    title: str,
+    headers: list[str],
+    rows: list[list[str]],
+    *,
+    left: tuple[str, ...] = (),
+    drop_order: tuple[str, ...] = (),
+    width: int | None = None,
+    **table_options: Any,
+) -> tuple[Table, list[str]]:
+    """A rich table of plain-text rows (escaped) that fits `width`, dropping columns as `fit_table` does."""
+    table = Table(title=title, title_justify="left", **table_options)
+    for header in headers:
+        table.add_column(header, justify="left" if header in left else "right", overflow="fold")
+    for row in rows:
+        table.add_row(*(escape(value) for value in row))
+    return table, fit_table(table, drop_order, width)
+
+
+def dropped_note(dropped: list[str], detail: str = "--json") -> None:
+    """One dim line naming the columns a narrow terminal hid, and where to see them."""
+    if dropped:
+        names = ", ".join(header.replace("\n", " ") for header in dropped)
+        console.print(f"[dim]hidden at {console.width} columns: {names} (see {detail})[/]", highlight=False)

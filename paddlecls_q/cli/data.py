@@ -17,7 +17,7 @@ data_app = typer.Typer(help="Write labelled data sets for eval and calibration."
 app.add_typer(data_app, name="data")
 
 
-@command("fashion-mnist", group=data_app)
+@command("fashion-mnist", group=data_app, epilog="Example: paddlecls-q data fashion-mnist --out out/data/fashion_mnist --split both")
 def fashion_mnist_command(
     out: Annotated[Path, typer.Option("--out", help="Folder to create (images/, val_list.txt, label_list.txt).")],
     split: Annotated[str, typer.Option("--split", help="test (10k, val_list.txt), train (60k) or both.")] = "test",

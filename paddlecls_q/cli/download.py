@@ -47,7 +47,7 @@ def _summary(results: list[DownloadResult]) -> None:
             console.print(f"  copied {', '.join(result.copied_from_fp32)} from the FP32 model", highlight=False)
 
 
-@command("download")
+@command("download", epilog="Example: paddlecls-q download ResNet50_vd --quantized")
 def download_command(
     name: Annotated[str, typer.Argument(help="Model name, e.g. ResNet50_vd or MobileNetV1_ssld.")],
     quantized: Annotated[bool, typer.Option("--quantized", help="The prebuilt INT8 (PTQ) model.")] = False,

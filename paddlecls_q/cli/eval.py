@@ -8,14 +8,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from paddlecls_q.cli.app import command, console, err_console, print_json, runtime_options
+from paddlecls_q.cli.app import command, console, dropped_note, err_console, fitted_table, print_json, runtime_options
 from paddlecls_q.config import BACKENDS
 from paddlecls_q.infer import resolve_model_dir
 
 CHANGED_ROWS_SHOWN = 20
 
 
-@command("eval")
+@command("eval", epilog="Example: paddlecls-q eval --model demo --compare out/demo_ptq --data out/data/fashion_mnist --backend openvino")
 def eval_command(
     data: Annotated[
         Path, typer.Option("--data", help="Val list (`path label` lines) or a folder of class sub-folders.")
@@ -74,20 +74,29 @@ def eval_command(
         )
         return
     k = results[0].topk
-    table = Table(title=f"{data} ({len(dataset)} images, {dataset.layout})")
-    for column in ("model", "engine", "images", "top-1 %", f"top-{k} %", "images/s", "unreadable"):
-        table.add_column(column, justify="left" if column in ("model", "engine") else "right")
-    for result in results:
-        table.add_row(
+    headers = ["model", "engine", "batch", "images", "top-1 %", f"top-{k} %", "images/s", "unreadable"]
+    rows = [
+        [
             Path(result.model_dir).name,
-            f"{result.engine.get('engine', result.engine.get('backend'))} (batch {result.engine['batch_size']})",
+            str(result.engine.get("engine", result.engine.get("backend"))),
+            str(result.engine["batch_size"]),
             str(result.count),
             f"{result.top1:.2f}",
             f"{result.top5:.2f}",
             f"{result.images_per_s:,.0f}",
             str(len(result.unreadable)),
-        )
+        ]
+        for result in results
+    ]
+    table, dropped = fitted_table(
+        f"{data} ({len(dataset)} images, {dataset.layout})",
+        headers,
+        rows,
+        left=("model", "engine"),
+        drop_order=("unreadable", "images", "batch"),
+    )
     console.print(table)
+    dropped_note(dropped)
     for result in results:
         for message in result.unreadable[:10]:
             console.print(f"[yellow]unreadable:[/] {message}", highlight=False)

@@ -14,7 +14,7 @@ from paddlecls_q.infer import Classifier, resolve_model_dir
 from paddlecls_q.preprocess.image_io import list_images
 
 
-@command("infer")
+@command("infer", epilog="Example: paddlecls-q infer --model demo --image paddlecls_q/assets/images/fashion_mnist_test_0.png --backend ort")
 def infer_command(
     image: Annotated[Path, typer.Option("--image", help="Image file, or a folder of images (searched recursively, hidden files skipped).")],
     model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Paddle inference model folder.")] = None,

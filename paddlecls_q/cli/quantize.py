@@ -69,7 +69,7 @@ def _print_report(report: dict[str, Any]) -> None:
         console.print(f"most sensitive layers (KL gain when FP32): {ranked}")
 
 
-@command("quantize")
+@command("quantize", epilog="Example: paddlecls-q quantize --config configs/demo_ptq.yaml")
 def quantize_command(
     config_file: Annotated[Path, typer.Option("--config", help="Quantize config (YAML; FastDeploy's format works).")],
     method: Annotated[

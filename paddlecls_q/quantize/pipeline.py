@@ -56,6 +56,8 @@ def quantize(
     say = on_message or (lambda kind, text: None)
     for warning in plan.warnings:
         say("warning", warning)
+    if plan.method == "ptq" and config.PTQ.calibration_images is None:
+        say("info", f"calibrating on all {len(plan.images)} images of {plan.image_folder} (PTQ.calibration_images unset)")
     stages: dict[str, float] = {}
     report = QuantizeReport(
         method=plan.method,

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -10,6 +15,24 @@ from paddlecls_q.config import RuntimeOptions
 from paddlecls_q.errors import BackendUnavailableError, ModelFormatError
 from paddlecls_q.model_files import ModelFiles
 from paddlecls_q.runtime.base import BareCall, ReportedThreads, Runtime
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr(quiet: bool) -> Iterator[None]:
+    """Drop what C++ writes to fd 2 meanwhile: the oneDNN INT8 passes print ~30 lines per load despite
+    disable_glog_info(); errors still arrive as exceptions."""
+    if not quiet:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def import_paddle_inference(backend: str = "paddle") -> Any:
@@ -39,7 +62,8 @@ class PaddleRuntime(Runtime):
         self.configure(config, inference)
         self.config = config  # kept so reported_threads can read back what the engine was told
         try:
-            self.predictor = inference.create_predictor(config)
+            with _quiet_native_stderr(files.is_quantized):
+                self.predictor = inference.create_predictor(config)
         except Exception as error:  # Paddle raises its own C++-mapped exception types
             message = str(error).strip().splitlines()
             raise ModelFormatError(f"{files.folder}: Paddle Inference could not load the model: {message[-1] if message else error}") from None
