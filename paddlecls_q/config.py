@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -488,13 +489,21 @@ class QuantizeConfig(StrictModel):
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Relative paths in the file are relative to the file's folder."""
+    """A relative path is taken from the config's folder; an input path that isn't there, from the working directory.
 
-    def resolve(value: Any) -> Any:
+    The fallback is what FastDeploy's configs need (`./ResNet50_vd_infer/` beside the command, not the file).
+    """
+
+    def resolve(key: str, value: Any) -> Any:
         if not isinstance(value, str) or not value:
             return value
         path = Path(value).expanduser()
-        return str((path if path.is_absolute() else base / path).resolve())
+        if path.is_absolute():
+            return str(path.resolve())
+        beside_config = (base / path).resolve()
+        if key != "output_dir" and not beside_config.exists() and (Path.cwd() / path).exists():
+            return str((Path.cwd() / path).resolve())
+        return str(beside_config)
 
     data = {**data}
     for section, keys in (
@@ -502,12 +511,19 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         ("accuracy", ("eval_list",)),
     ):
         if isinstance(data.get(section), dict):
-            data[section] = {**data[section], **{k: resolve(v) for k, v in data[section].items() if k in keys}}
+            data[section] = {**data[section], **{k: resolve(k, v) for k, v in data[section].items() if k in keys}}
     return data
 
 
-def load_quantize_config(path: str | Path) -> QuantizeConfig:
-    """Read and validate a quantize config; relative paths are taken from the config file's folder."""
+def load_quantize_config(
+    path: str | Path, on_warning: Callable[[str], None] | None = None, calibration: str = "paddlecls-q"
+) -> QuantizeConfig:
+    """Read and validate a quantize config (ours or FastDeploy's of any era); see `_resolve_paths` for paths.
+
+    `calibration="fastdeploy"` replaces the PTQ image count, batch and op types by FastDeploy's own.
+    """
+    from paddlecls_q.fastdeploy_compat import translate
+
     path = Path(path)
-    data = load_yaml(path)
+    data = translate(load_yaml(path), str(path), on_warning, calibration)
     return validate(QuantizeConfig, _resolve_paths(data, path.resolve().parent), str(path))
