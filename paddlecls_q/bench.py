@@ -45,6 +45,7 @@ from paddlecls_q.config import (
     StrictModel,
     choice,
     load_inference_cls_yaml,
+    parse_device,
     validate,
 )
 from paddlecls_q.errors import BackendUnavailableError, ConfigError, ModelFormatError, PaddleClsQError
@@ -112,6 +113,7 @@ class BenchSettings(StrictModel):
     block: int = Field(default=10, ge=1)
     bare_loop: bool = True
     cache_dir: Path | None = None
+    gpu_id: int = Field(default=0, ge=0, le=63)
 
 
 def parse_choices(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
@@ -129,7 +131,10 @@ def make_settings(**values: Any) -> BenchSettings:
     if isinstance(values.get("modes"), str):
         values["modes"] = parse_choices(values["modes"], PRECISION_MODES, "mode")
     if values.get("device") is not None:
-        values["device"] = choice(values["device"], ("cpu", "gpu"), "device")
+        try:
+            values["device"], values["gpu_id"] = parse_device(str(values["device"]))
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     if values.get("backends") is None:
         values["backends"] = GPU_BACKENDS if values.get("device") == "gpu" else CPU_BACKENDS
     return validate(BenchSettings, {key: value for key, value in values.items() if value is not None}, "command line")
@@ -579,6 +584,7 @@ def _load_cell(
         {
             "backend": result.backend,
             "device": settings.device,
+            "gpu_id": settings.gpu_id,
             "threads": settings.threads,
             "fp16": "fp16" in mode,
             "pinned_memory": mode.endswith("+pm"),

@@ -218,13 +218,18 @@ class RuntimeOptions(StrictModel):
     fp16: bool = False
     pinned_memory: bool = False
     cache_dir: Path | None = None
+    gpu_id: int = Field(default=0, ge=0, le=63)
+    batch_size: int = Field(default=1, ge=1, le=1024)
 
     @model_validator(mode="before")
     @classmethod
     def _default_device(cls, data: Any) -> Any:
-        """GPU-only backends default to the GPU, the others to the CPU."""
+        """GPU-only backends default to the GPU, the others to the CPU; `gpu:N` picks GPU N."""
         if isinstance(data, dict) and data.get("device") is None:
             data = {**data, "device": "gpu" if data.get("backend") in GPU_BACKENDS else "cpu"}
+        if isinstance(data, dict) and isinstance(data.get("device"), str):
+            device, gpu_id = parse_device(data["device"])
+            data = {**data, "device": device, **({"gpu_id": gpu_id} if device == "gpu" and ":" in data["device"] else {})}
         return data
 
     @model_validator(mode="after")
@@ -233,7 +238,23 @@ class RuntimeOptions(StrictModel):
             raise ValueError(f"backend {self.backend!r} runs on the GPU only; use --device gpu")
         if self.device == "cpu" and (self.fp16 or self.pinned_memory):
             raise ValueError("--fp16 and --pinned-memory need --device gpu")
+        if self.backend == "ort" and self.device == "gpu" and (self.fp16 or self.pinned_memory or self.gpu_id):
+            raise ValueError(
+                "backend 'ort' on the GPU runs the model's own precision from pageable memory on GPU 0: "
+                "--fp16, --pinned-memory and gpu:N are for trt and paddle-trt"
+            )
         return self
+
+
+def parse_device(value: str) -> tuple[str, int]:
+    """'cpu' → ('cpu', 0); 'gpu' → ('gpu', 0); 'gpu:N' → ('gpu', N); anything else is a ValueError."""
+    text = value.strip().strip("'\"").lower()
+    name, _, index = text.partition(":")
+    if name == "cpu" and not index:
+        return "cpu", 0
+    if name == "gpu" and (not index or index.isdigit()):
+        return "gpu", int(index or 0)
+    raise ValueError(f"unknown device {value!r}; choose cpu, gpu or gpu:N")
 
 
 # ---- quantize config ----------------------------------------------------------------------------

@@ -59,11 +59,11 @@ def _check_preprocess(name: Any, key: str, source: str) -> None:
         return
     if name in NON_CLASSIFIER_PREPROCESS:
         raise ConfigError(
-            f"{source}: key {key!r}: {name!r} is FastDeploy's {NON_CLASSIFIER_PREPROCESS[name]} preprocessing; "
+            f"{source}: key {key!r}: unknown preprocess {name!r}: it is FastDeploy's {NON_CLASSIFIER_PREPROCESS[name]} preprocessing; "
             f"paddlecls-q quantizes classifiers: use {CLASSIFIER_PREPROCESS!r} (the model's inference_cls.yaml)"
         )
     raise ConfigError(
-        f"{source}: key {key!r}: {name!r} is not a preprocessing paddlecls-q knows; FastDeploy eval()s a Python "
+        f"{source}: key {key!r}: unknown preprocess {name!r}; FastDeploy eval()s a Python "
         f"function of that name, paddlecls-q never runs code from a config: use {CLASSIFIER_PREPROCESS!r} and put "
         "the ops in the model's inference_cls.yaml"
     )
@@ -105,8 +105,8 @@ def translate(
         fmt = settings.get("format")
         if isinstance(fmt, str) and fmt.strip().strip("'\"").lower() == "onnx":
             raise ConfigError(
-                f"{source}: key 'Global.format': 'onnx' input models are not supported by this build: the "
-                "ONNX-input work (issue 16) is not merged; convert with x2paddle or give the Paddle model"
+                f"{source}: key 'Global.format': format 'onnx' is not supported by this build: the ONNX-input "
+                "work (issue 16) is not merged; convert with x2paddle or give the Paddle model"
             )
         data["Global"] = settings
     if calibration == "fastdeploy":

@@ -49,7 +49,7 @@ def eval_command(
         RuntimeOptions,
         {
             "backend": choice(backend, BACKENDS, "backend"),
-            "device": choice(device, ("cpu", "gpu"), "device"),
+            "device": device,
             "threads": threads,
             "fp16": fp16,
             "pinned_memory": pinned_memory,
