@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from paddlecls_q.cli.app import command, console, err_console, print_json
-from paddlecls_q.config import QUANTIZE_METHODS, choice, load_quantize_config
+from paddlecls_q.config import QUANTIZE_METHODS, choice, load_quantize_config, parse_device
 from paddlecls_q.errors import AccuracyBudgetError, ConfigError
 
 
@@ -108,8 +108,11 @@ def run_quantize(
     config = load_quantize_config(config_file, lambda text: message("warning", text), preset)
     if method is not None:
         method = choice(method, QUANTIZE_METHODS, "method")
-    device = choice(device, ("cpu", "gpu") + tuple(f"gpu:{i}" for i in range(16)), "device")
-    check_quantize_device(device)
+    try:
+        parse_device(device)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    check_quantize_device(device.strip().strip("'\"").lower())
     ptq = config.PTQ.model_dump()
     if config.resolve_method(method) == "ptq":
         message("info", calibration_summary(preset, ptq))
