@@ -320,7 +320,12 @@ class TensorRtRuntime(Runtime):
         creation = trt.NetworkDefinitionCreationFlag
         flags = 0
         for name in self.plan.network_flags:
-            flags |= 1 << int(getattr(creation, name))
+            member = getattr(creation, name, None)
+            if member is None and name == "STRONGLY_TYPED":
+                continue  # a release where strong typing is the only mode may drop the flag
+            if member is None:
+                raise BackendUnavailableError(f"TensorRT {self.version} lacks NetworkDefinitionCreationFlag.{name}")
+            flags |= 1 << int(member)
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, self.logger)
         if not parser.parse(self.onnx_path.read_bytes()):
@@ -385,7 +390,7 @@ class TensorRtRuntime(Runtime):
         check_cuda(cudart.cudaMemcpyAsync(device_in, host_in.array.ctypes.data, host_in.array.nbytes, copy_in, self.stream), "H2D copy")
         self.context.set_tensor_address(self.input_name, int(device_in))
         self.context.set_tensor_address(self.output_name, int(device_out))
-        if not self.context.execute_async_v3(self.stream):
+        if not self.context.execute_async_v3(int(self.stream)):
             raise ModelFormatError(f"{self.engine_path}: TensorRT execution failed")
         check_cuda(cudart.cudaMemcpyAsync(host_out.array.ctypes.data, device_out, host_out.array.nbytes, copy_out, self.stream), "D2H copy")
         # Synchronize so the timing and the result include the whole device round trip.
