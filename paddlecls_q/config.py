@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -217,13 +218,18 @@ class RuntimeOptions(StrictModel):
     fp16: bool = False
     pinned_memory: bool = False
     cache_dir: Path | None = None
+    gpu_id: int = Field(default=0, ge=0, le=63)
+    batch_size: int = Field(default=1, ge=1, le=1024)
 
     @model_validator(mode="before")
     @classmethod
     def _default_device(cls, data: Any) -> Any:
-        """GPU-only backends default to the GPU, the others to the CPU."""
+        """GPU-only backends default to the GPU, the others to the CPU; `gpu:N` picks GPU N."""
         if isinstance(data, dict) and data.get("device") is None:
             data = {**data, "device": "gpu" if data.get("backend") in GPU_BACKENDS else "cpu"}
+        if isinstance(data, dict) and isinstance(data.get("device"), str):
+            device, gpu_id = parse_device(data["device"])
+            data = {**data, "device": device, **({"gpu_id": gpu_id} if device == "gpu" and ":" in data["device"] else {})}
         return data
 
     @model_validator(mode="after")
@@ -232,7 +238,23 @@ class RuntimeOptions(StrictModel):
             raise ValueError(f"backend {self.backend!r} runs on the GPU only; use --device gpu")
         if self.device == "cpu" and (self.fp16 or self.pinned_memory):
             raise ValueError("--fp16 and --pinned-memory need --device gpu")
+        if self.backend == "ort" and self.device == "gpu" and (self.fp16 or self.pinned_memory or self.gpu_id):
+            raise ValueError(
+                "backend 'ort' on the GPU runs the model's own precision from pageable memory on GPU 0: "
+                "--fp16, --pinned-memory and gpu:N are for trt and paddle-trt"
+            )
         return self
+
+
+def parse_device(value: str) -> tuple[str, int]:
+    """'cpu' → ('cpu', 0); 'gpu' → ('gpu', 0); 'gpu:N' → ('gpu', N); anything else is a ValueError."""
+    text = value.strip().strip("'\"").lower()
+    name, _, index = text.partition(":")
+    if name == "cpu" and not index:
+        return "cpu", 0
+    if name == "gpu" and (not index or index.isdigit()):
+        return "gpu", int(index or 0)
+    raise ValueError(f"unknown device {value!r}; choose cpu, gpu or gpu:N")
 
 
 # ---- quantize config ----------------------------------------------------------------------------
@@ -488,13 +510,21 @@ class QuantizeConfig(StrictModel):
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Relative paths in the file are relative to the file's folder."""
+    """A relative path is taken from the config's folder; an input path that isn't there, from the working directory.
 
-    def resolve(value: Any) -> Any:
+    The fallback is what FastDeploy's configs need (`./ResNet50_vd_infer/` beside the command, not the file).
+    """
+
+    def resolve(key: str, value: Any) -> Any:
         if not isinstance(value, str) or not value:
             return value
         path = Path(value).expanduser()
-        return str((path if path.is_absolute() else base / path).resolve())
+        if path.is_absolute():
+            return str(path.resolve())
+        beside_config = (base / path).resolve()
+        if key != "output_dir" and not beside_config.exists() and (Path.cwd() / path).exists():
+            return str((Path.cwd() / path).resolve())
+        return str(beside_config)
 
     data = {**data}
     for section, keys in (
@@ -502,12 +532,19 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         ("accuracy", ("eval_list",)),
     ):
         if isinstance(data.get(section), dict):
-            data[section] = {**data[section], **{k: resolve(v) for k, v in data[section].items() if k in keys}}
+            data[section] = {**data[section], **{k: resolve(k, v) for k, v in data[section].items() if k in keys}}
     return data
 
 
-def load_quantize_config(path: str | Path) -> QuantizeConfig:
-    """Read and validate a quantize config; relative paths are taken from the config file's folder."""
+def load_quantize_config(
+    path: str | Path, on_warning: Callable[[str], None] | None = None, calibration: str = "paddlecls-q"
+) -> QuantizeConfig:
+    """Read and validate a quantize config (ours or FastDeploy's of any era); see `_resolve_paths` for paths.
+
+    `calibration="fastdeploy"` replaces the PTQ image count, batch and op types by FastDeploy's own.
+    """
+    from paddlecls_q.fastdeploy_compat import translate
+
     path = Path(path)
-    data = load_yaml(path)
+    data = translate(load_yaml(path), str(path), on_warning, calibration)
     return validate(QuantizeConfig, _resolve_paths(data, path.resolve().parent), str(path))

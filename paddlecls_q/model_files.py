@@ -92,15 +92,21 @@ def _read_legacy_program(program: Path, params: Path) -> bool:
     return any(op.startswith(QUANT_OP_PREFIXES) for op in op_types)
 
 
-def find_model_files(folder: str | Path) -> ModelFiles:
-    """Locate program + params in `folder` and check they are a readable Paddle inference model."""
+def find_model_files(folder: str | Path, program_name: str | None = None, params_name: str | None = None) -> ModelFiles:
+    """Locate program + params in `folder` and check they are a readable Paddle inference model.
+
+    `program_name`/`params_name` (a config's model_filename/params_filename) name the files when
+    they are not the usual pair with one stem.
+    """
     folder = Path(folder)
     if not folder.exists():
         raise ModelFormatError(f"{folder}: model folder not found")
     if not folder.is_dir():
         raise ModelFormatError(f"{folder}: not a folder (pass the model folder, not a file)")
-    program = _pick_program(folder)
-    params = program.with_suffix(".pdiparams")
+    program = folder / program_name if program_name else _pick_program(folder)
+    params = folder / params_name if params_name else program.with_suffix(".pdiparams")
+    if not program.is_file():
+        raise ModelFormatError(f"{program}: not found (model_filename names a file that is not in the model folder)")
     if not params.is_file():
         raise ModelFormatError(f"{folder}: {params.name} is missing next to {program.name}")
     if program.stat().st_size == 0 or params.stat().st_size == 0:

@@ -200,3 +200,21 @@ def test_entry_point_usage_error_is_one_line_on_stderr(fashion_image):
     )
     assert completed.returncode == 2 and completed.stdout == ""
     assert completed.stderr.strip().count("\n") == 0 and "--topk" in completed.stderr
+
+
+@pytest.mark.parametrize("backend", ["paddle", "ort", "openvino"])
+def test_batch_size_gives_the_same_predictions_and_a_throughput(demo_model_dir, fashion_image, tmp_path, backend):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in "abcde":
+        shutil.copy(fashion_image, folder / f"{name}.png")
+    one = json.loads(infer("--model-dir", str(demo_model_dir), "--image", str(folder), "--backend", backend, "--json").stdout)
+    result = infer("--model-dir", str(demo_model_dir), "--image", str(folder), "--backend", backend,
+                   "--batch-size", "3", "--json")
+    assert result.exit_code == 0, result.output
+    batched = json.loads(result.stdout)
+    assert [p["class_ids"] for p in batched["predictions"]] == [p["class_ids"] for p in one["predictions"]]
+    for a, b in zip(batched["predictions"], one["predictions"]):
+        np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-5)
+    assert batched["throughput"]["batch_size"] == 3 and batched["throughput"]["images"] == 5
+    assert batched["throughput"]["images_per_s"] > 0

@@ -106,6 +106,7 @@ def _load_cell(
         {
             "backend": result.backend,
             "device": settings.device,
+            "gpu_id": settings.gpu_id,
             "threads": settings.threads,
             "fp16": "fp16" in mode,
             "pinned_memory": mode.endswith("+pm"),

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from paddlecls_q import registry
-from paddlecls_q.config import BACKENDS, GPU_BACKENDS, Backend, Device, StrictModel, choice, validate
+from paddlecls_q.config import BACKENDS, GPU_BACKENDS, Backend, Device, StrictModel, choice, parse_device, validate
 from paddlecls_q.errors import ConfigError, ModelFormatError
 from paddlecls_q.model_files import ModelFiles, find_model_files
 from paddlecls_q.registry import PRECISION_MODES, ModelEntry, PrecisionMode
@@ -45,6 +45,7 @@ class BenchSettings(StrictModel):
     block: int = Field(default=10, ge=1)
     bare_loop: bool = True
     cache_dir: Path | None = None
+    gpu_id: int = Field(default=0, ge=0, le=63)
 
 
 def parse_choices(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
@@ -62,7 +63,10 @@ def make_settings(**values: Any) -> BenchSettings:
     if isinstance(values.get("modes"), str):
         values["modes"] = parse_choices(values["modes"], PRECISION_MODES, "mode")
     if values.get("device") is not None:
-        values["device"] = choice(values["device"], ("cpu", "gpu"), "device")
+        try:
+            values["device"], values["gpu_id"] = parse_device(str(values["device"]))
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     if values.get("backends") is None:
         values["backends"] = GPU_BACKENDS if values.get("device") == "gpu" else CPU_BACKENDS
     return validate(BenchSettings, {key: value for key, value in values.items() if value is not None}, "command line")

@@ -116,15 +116,21 @@ def print_json(kind: str, payload: dict[str, Any]) -> None:
 
 
 def runtime_options(
-    backend: str, device: str | None, threads: int, fp16: bool = False, pinned_memory: bool = False
+    backend: str,
+    device: str | None,
+    threads: int,
+    fp16: bool = False,
+    pinned_memory: bool = False,
+    batch_size: int = 1,
 ) -> RuntimeOptions:
     """Validated engine options from the CLI flags shared by infer, eval and bench."""
     values = {
         "backend": choice(backend, BACKENDS, "backend"),
-        "device": choice(device, ("cpu", "gpu"), "device") if device else None,
+        "device": device or None,
         "threads": threads,
         "fp16": fp16,
         "pinned_memory": pinned_memory,
+        "batch_size": batch_size,
     }
     return validate(RuntimeOptions, values, "command line")
 

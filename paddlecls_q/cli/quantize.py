@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from paddlecls_q.cli.app import command, console, err_console, print_json
-from paddlecls_q.config import QUANTIZE_METHODS, choice, load_quantize_config
-from paddlecls_q.errors import AccuracyBudgetError
+from paddlecls_q.config import QUANTIZE_METHODS, choice, load_quantize_config, parse_device
+from paddlecls_q.errors import AccuracyBudgetError, ConfigError
 
 
 def _megabytes(size: int | None) -> str:
@@ -69,6 +70,77 @@ def _print_report(report: dict[str, Any]) -> None:
         console.print(f"most sensitive layers (KL gain when FP32): {ranked}")
 
 
+def check_quantize_device(device: str) -> None:
+    """Quantization runs on the CPU; a GPU request is refused with the reason, never silently ignored."""
+    if device == "cpu":
+        return
+    import paddle
+
+    if not paddle.is_compiled_with_cuda():
+        raise ConfigError(
+            f"device {device!r}: this paddle is the CPU build (paddlepaddle); quantize with cpu, "
+            "or install paddlepaddle-gpu (docs/gpu.md)"
+        )
+    raise ConfigError(f"device {device!r}: PTQ and QAT run on the CPU in this build (CUDAPlace is not wired yet); use cpu")
+
+
+def run_quantize(
+    config_file: Path,
+    method: str | None,
+    output: Path | None,
+    *,
+    force: bool,
+    allow_few: bool = False,
+    sensitivity: bool = False,
+    as_json: bool = False,
+    fastdeploy: bool = False,
+    device: str = "cpu",
+) -> None:
+    """Load the config (ours or FastDeploy's), quantize, print the report: shared by `quantize` and `compress`."""
+    from paddlecls_q.fastdeploy_compat import calibration_summary
+    from paddlecls_q.quantize import quantize
+
+    def message(kind: str, text: str) -> None:
+        prefix = "[yellow]warning:[/]" if kind == "warning" else "[cyan]note:[/]"
+        err_console.print(f"{prefix} {escape(text)}", highlight=False, soft_wrap=True)
+
+    preset = "fastdeploy" if fastdeploy else "paddlecls-q"
+    config = load_quantize_config(config_file, lambda text: message("warning", text), preset)
+    if method is not None:
+        method = choice(method, QUANTIZE_METHODS, "method")
+    try:
+        parse_device(device)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    check_quantize_device(device.strip().strip("'\"").lower())
+    ptq = config.PTQ.model_dump()
+    if config.resolve_method(method) == "ptq":
+        message("info", calibration_summary(preset, ptq))
+    try:
+        report = quantize(
+            config,
+            method,
+            output,
+            force=force,
+            allow_few=allow_few,
+            sensitivity=sensitivity,
+            progress=not as_json and err_console.is_terminal,
+            on_message=message,
+        )
+    except AccuracyBudgetError as error:
+        rejected = getattr(error, "report", None)
+        if rejected is not None:
+            if as_json:
+                print_json("quantize", {**rejected.to_dict(), "calibration_preset": preset})
+            else:
+                _print_report(rejected.to_dict())
+        raise
+    if as_json:
+        print_json("quantize", {**report.to_dict(), "calibration_preset": preset})
+        return
+    _print_report(report.to_dict())
+
+
 @command("quantize", epilog="Example: paddlecls-q quantize --config configs/demo_ptq.yaml")
 def quantize_command(
     config_file: Annotated[Path, typer.Option("--config", help="Quantize config (YAML; FastDeploy's format works).")],
@@ -87,39 +159,25 @@ def quantize_command(
         bool,
         typer.Option("--sensitivity", help="Over budget: keep the most sensitive layers in FP32 until it holds."),
     ] = False,
+    fastdeploy: Annotated[
+        bool,
+        typer.Option(
+            "--fastdeploy",
+            help="PTQ with FastDeploy's own calibration: 10 images, batch 1, op types conv2d/depthwise_conv2d/mul.",
+        ),
+    ] = False,
+    device: Annotated[str, typer.Option("--device", help="Where PTQ/QAT run: cpu (gpu is refused with the reason).")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Quantize a PaddleClas model to INT8 (PTQ or QAT) into a folder every engine can load."""
-    from paddlecls_q.quantize import quantize
-
-    config = load_quantize_config(config_file)
-    if method is not None:
-        method = choice(method, QUANTIZE_METHODS, "method")
-
-    def message(kind: str, text: str) -> None:
-        prefix = "[yellow]warning:[/]" if kind == "warning" else "[cyan]note:[/]"
-        err_console.print(f"{prefix} {text}", highlight=False, soft_wrap=True)
-
-    try:
-        report = quantize(
-            config,
-            method,
-            output,
-            force=force,
-            allow_few=allow_few,
-            sensitivity=sensitivity,
-            progress=not as_json and err_console.is_terminal,
-            on_message=message,
-        )
-    except AccuracyBudgetError as error:
-        rejected = getattr(error, "report", None)
-        if rejected is not None:
-            if as_json:
-                print_json("quantize", rejected.to_dict())
-            else:
-                _print_report(rejected.to_dict())
-        raise
-    if as_json:
-        print_json("quantize", report.to_dict())
-        return
-    _print_report(report.to_dict())
+    run_quantize(
+        config_file,
+        method,
+        output,
+        force=force,
+        allow_few=allow_few,
+        sensitivity=sensitivity,
+        as_json=as_json,
+        fastdeploy=fastdeploy,
+        device=device,
+    )

@@ -69,13 +69,12 @@ def _read_program(program: Path) -> ProgramInfo:
 
 def _check_model(config: QuantizeConfig) -> ModelFiles:
     settings = config.Global
-    files = find_model_files(settings.model_dir)
     program, params = settings.model_dir / settings.model_filename, settings.model_dir / settings.params_filename
-    for path, key in ((program, "model_filename"), (params, "params_filename")):
-        if not path.is_file():
-            raise ModelFormatError(f"{path}: not found (Global.{key} names a file that is not in the model folder)")
-    if (program, params) != (files.program, files.params):
-        files = ModelFiles(settings.model_dir, program, params, files.is_quantized, program.suffix == ".pdmodel")
+    if settings.model_dir.is_dir():
+        for path, key in ((program, "model_filename"), (params, "params_filename")):
+            if not path.is_file():
+                raise ModelFormatError(f"{path}: not found (Global.{key} names a file that is not in the model folder)")
+    files = find_model_files(settings.model_dir, settings.model_filename, settings.params_filename)
     if not files.legacy_format:
         raise ModelFormatError(
             f"{files.program}: PaddleSlim quantizes legacy `.pdmodel` programs; re-export the model with "
