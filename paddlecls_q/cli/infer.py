@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from paddlecls_q.cli.app import command, console, print_json, runtime_options
@@ -27,12 +28,26 @@ def infer_command(
     pinned_memory: Annotated[bool, typer.Option("--pinned-memory", help="GPU: pinned host buffers.")] = False,
     label_file: Annotated[Optional[Path], typer.Option("--label-file", help="`<id> <name>` per line.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    ray: Annotated[bool, typer.Option("--ray", help="Run on Ray Data (--image: folder, list file or glob).")] = False,
+    replicas: Annotated[int, typer.Option("--replicas", help="With --ray: engine replicas.")] = 1,
+    output: Annotated[Optional[Path], typer.Option("--output", help="With --ray: predictions .jsonl or .parquet.")] = None,
+    address: Annotated[Optional[str], typer.Option("--address", help="With --ray: Ray cluster [default: local].")] = None,
+    force: Annotated[bool, typer.Option("--force", help="With --ray: overwrite --output.")] = False,
 ) -> None:
     """Classify images with a Paddle inference model on the chosen engine."""
     options = runtime_options(backend, device, threads, fp16, pinned_memory)
     if topk is not None and topk < 1:
         raise typer.BadParameter("must be at least 1", param_hint="--topk")
     folder = resolve_model_dir(model_dir, model, quantized)
+    if ray:
+        from paddlecls_q.serve.batch import image_paths, infer_on_ray
+
+        if output is None:
+            raise typer.BadParameter("--ray writes its predictions to a file: give --output FILE.jsonl|.parquet")
+        paths = image_paths(image)
+        failed = infer_on_ray(paths, folder, options, topk, replicas, output, address=address, label_file=label_file, force=force)
+        console.print(f"{len(paths)} predictions ({failed} unreadable) written to {escape(str(output))}", highlight=False)
+        return
     paths = list_images(image)
     classifier = Classifier(folder, options, label_file)
     predictions = classifier.classify(paths, topk or classifier.config.topk)
