@@ -11,6 +11,7 @@ from rich.table import Table
 
 from paddlecls_q.cli.app import command, console, print_json, runtime_options
 from paddlecls_q.config import BACKENDS
+from paddlecls_q.errors import ConfigError
 from paddlecls_q.infer import Classifier, list_images, resolve_model_dir
 
 
@@ -43,7 +44,7 @@ def infer_command(
         from paddlecls_q.serve.batch import image_paths, infer_on_ray
 
         if output is None:
-            raise typer.BadParameter("--ray writes its predictions to a file: give --output FILE.jsonl|.parquet")
+            raise ConfigError("--ray writes its predictions to a file: give --output FILE.jsonl or FILE.parquet")
         paths = image_paths(image)
         failed = infer_on_ray(paths, folder, options, topk, replicas, output, address=address, label_file=label_file, force=force)
         console.print(f"{len(paths)} predictions ({failed} unreadable) written to {escape(str(output))}", highlight=False)
