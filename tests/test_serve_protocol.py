@@ -108,3 +108,13 @@ def test_response_and_metadata_shapes() -> None:
     metadata = protocol.model_metadata("m", CHW, 3, {"backend": "ort", "quantized": True})
     assert metadata["parameters"]["precision"] == "int8" and metadata["inputs"][1]["shape"] == [-1, 3, 32, 32]
     assert protocol.error_body("two\nlines") == {"error": "two lines"}
+
+
+def test_serve_without_ray_names_the_extra() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['ray'] = None\nfrom paddlecls_q.cli import app\napp(['serve', '--model', 'demo'])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: this needs Ray (Serve and Data), which is not installed: pip install 'paddlecls-q[serve]'"]

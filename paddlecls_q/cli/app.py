@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from paddlecls_q.config import BACKENDS, RuntimeOptions, choice, validate
 from paddlecls_q.errors import PaddleClsQError
@@ -38,7 +39,7 @@ def command(
             try:
                 return function(*args, **inner)
             except PaddleClsQError as error:
-                err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+                err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
                 raise typer.Exit(error.exit_code) from None
             except KeyboardInterrupt:
                 err_console.print("[bold red]interrupted[/]")
