@@ -42,6 +42,9 @@ def eval_command(
     fp16: Annotated[bool, typer.Option("--fp16", help="GPU: let the engine run FP16 kernels.")] = False,
     pinned_memory: Annotated[bool, typer.Option("--pinned-memory", help="GPU: pinned host buffers.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    ray: Annotated[bool, typer.Option("--ray", help="Run on Ray Data, an actor pool of engine replicas.")] = False,
+    replicas: Annotated[int, typer.Option("--replicas", help="With --ray: engine replicas.")] = 1,
+    address: Annotated[str | None, typer.Option("--address", help="With --ray: Ray cluster [default: local].")] = None,
 ) -> None:
     """Measure top-1 / top-k accuracy and images/s on a labelled data set; with --compare, the INT8 drop."""
     from paddlecls_q.datasets import load_dataset
@@ -55,7 +58,12 @@ def eval_command(
     dataset = load_dataset(data, limit)
     progress = not as_json and err_console.is_terminal
     folders = [folder] if compare_dir is None else [folder, compare_dir]
-    results = evaluate_models(folders, dataset, options, batch_size, topk, strict, progress, workers)
+    if ray:
+        from paddlecls_q.serve.batch import evaluate_on_ray
+
+        results = [evaluate_on_ray(f, dataset, options, batch_size, topk, strict, replicas, address) for f in folders]
+    else:
+        results = evaluate_models(folders, dataset, options, batch_size, topk, strict, progress, workers)
     comparison = compare(results[0], results[1], dataset) if len(results) == 2 else None
     if as_json:
         print_json(

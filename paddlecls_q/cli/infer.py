@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from paddlecls_q.cli.app import command, console, print_json, runtime_options
 from paddlecls_q.config import BACKENDS
+from paddlecls_q.errors import ConfigError
 from paddlecls_q.infer import Classifier, resolve_model_dir
 from paddlecls_q.preprocess.image_io import list_images
 
@@ -29,6 +31,11 @@ def infer_command(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per engine call (throughput in images/s).")] = 1,
     label_file: Annotated[Optional[Path], typer.Option("--label-file", help="`<id> <name>` per line.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    ray: Annotated[bool, typer.Option("--ray", help="Run on Ray Data (--image: folder, list file or glob).")] = False,
+    replicas: Annotated[int, typer.Option("--replicas", help="With --ray: engine replicas.")] = 1,
+    output: Annotated[Optional[Path], typer.Option("--output", help="With --ray: predictions .jsonl or .parquet.")] = None,
+    address: Annotated[Optional[str], typer.Option("--address", help="With --ray: Ray cluster [default: local].")] = None,
+    force: Annotated[bool, typer.Option("--force", help="With --ray: overwrite --output.")] = False,
 ) -> None:
     """Classify images with a Paddle inference model on the chosen engine."""
     if batch_size < 1:
@@ -37,6 +44,15 @@ def infer_command(
     if topk is not None and topk < 1:
         raise typer.BadParameter("must be at least 1", param_hint="--topk")
     folder = resolve_model_dir(model_dir, model, quantized)
+    if ray:
+        from paddlecls_q.serve.batch import image_paths, infer_on_ray
+
+        if output is None:
+            raise ConfigError("--ray writes its predictions to a file: give --output FILE.jsonl or FILE.parquet")
+        paths = image_paths(image)
+        failed = infer_on_ray(paths, folder, options, topk, replicas, output, address=address, label_file=label_file, force=force)
+        console.print(f"{len(paths)} predictions ({failed} unreadable) written to {escape(str(output))}", highlight=False)
+        return
     paths = list_images(image, allow_file=True)
     classifier = Classifier(folder, options, label_file)
     predictions = classifier.classify(paths, topk or classifier.config.topk, batch_size)

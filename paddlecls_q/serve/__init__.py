@@ -1,0 +1,1 @@
+"""Online serving (Ray Serve) and offline batch inference (Ray Data); Ray is the optional `[serve]` extra."""

@@ -1,0 +1,285 @@
+"""`serve` on Ray Serve: one deployment per model, each replica one engine with dynamic batching.
+
+Routes: `POST /predict` (raw image bytes, `?topk=K`) and the Open Inference Protocol v2 (`/v2/health/*`,
+`/v2/models/{name}`, `/v2/models/{name}/infer`). Every replica loads the engine once; requests are decoded
+and preprocessed in the replica's handler, then `@serve.batch` gathers up to `max_batch_size` preprocessed
+images within `batch_wait_ms` into one engine call (run in a thread, so that requests keep arriving meanwhile).
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the handlers' annotations (Request) at runtime.
+import asyncio
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from paddlecls_q.config import RuntimeOptions
+from paddlecls_q.errors import BackendUnavailableError
+
+PREDICT_CONTENT_TYPES = ("image/", "application/octet-stream")
+BATCH_SIZE_HEADER = "x-batch-size"  # engine batch that answered: lets the load generator count batch sizes
+LATENCY_BOUNDARIES_MS = [0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 200, 500, 1000, 5000]
+BATCH_BOUNDARIES = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What one `serve` deployment needs: the model, its engine options and the batching knobs."""
+
+    model_dir: Path
+    name: str
+    options: RuntimeOptions
+    replicas: int = 1
+    max_batch_size: int = 8
+    batch_wait_ms: float = 2.0
+    max_request_mb: float = 20.0
+    label_file: Path | None = None
+
+
+def require_ray() -> Any:
+    """The `ray` module, or a one-line error naming the extra to install."""
+    try:
+        import ray
+        from ray import serve  # noqa: F401
+    except ImportError:
+        raise BackendUnavailableError(
+            "this needs Ray (Serve and Data), which is not installed: pip install 'paddlecls-q[serve]'"
+        ) from None
+    return ray
+
+
+def build_application(settings: ServeSettings) -> Any:
+    """The Ray Serve application (a bound deployment) serving `settings.model_dir` under `settings.name`."""
+    require_ray()
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+    from ray import serve
+    from ray.serve.metrics import Counter, Histogram
+    from starlette.exceptions import HTTPException
+
+    from paddlecls_q.serve import protocol
+
+    api = FastAPI(title=f"paddlecls-q: {settings.name}", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @api.exception_handler(HTTPException)
+    async def http_error(_request: Request, error: HTTPException) -> JSONResponse:
+        return JSONResponse(protocol.error_body(str(error.detail)), status_code=error.status_code)
+
+    @serve.deployment(
+        name=settings.name,
+        num_replicas=settings.replicas,
+        ray_actor_options={"num_cpus": settings.options.threads},
+        max_ongoing_requests=max(64, 4 * settings.max_batch_size),
+        health_check_period_s=2,
+    )
+    @serve.ingress(api)
+    class ClassifierDeployment:
+        def __init__(self, settings: ServeSettings) -> None:
+            from paddlecls_q.infer import Classifier
+
+            self.settings = settings
+            self.max_bytes = int(settings.max_request_mb * (1 << 20))
+            self.classifier = Classifier(settings.model_dir, settings.options, settings.label_file)
+            declared = self.classifier.runtime.input_shape
+            self.fixed_batch = int(declared[0]) if declared and declared[0] and declared[0] > 0 else 0
+            probe = self.classifier.preprocess(np.zeros((256, 256, 3), np.uint8))
+            self.tensor_chw = tuple(int(d) for d in probe.shape)
+            self.tensor_dtype = probe.dtype
+            self.num_classes = int(self._infer(probe[None]).shape[1])  # warm-up, and the class count
+            self.labels = self.classifier.labels_for(self.num_classes)
+            self.engine = self.classifier.runtime.engine_info()
+            self.requests = Counter(
+                "paddlecls_q_requests", description="Requests by route and HTTP status.", tag_keys=("route", "status"),  # type: ignore[arg-type]
+            )
+            self.latency = Histogram(
+                "paddlecls_q_request_latency_ms",
+                description="Time in the replica per request.",
+                boundaries=LATENCY_BOUNDARIES_MS,
+                tag_keys=("route",),
+            )
+            self.batch_sizes = Histogram(
+                "paddlecls_q_batch_size", description="Images per engine call.", boundaries=BATCH_BOUNDARIES
+            )
+
+        def _infer(self, batch: np.ndarray) -> np.ndarray:
+            """Class probabilities of a preprocessed batch (split and padded for a model with a fixed batch)."""
+            from paddlecls_q.postprocess import to_probabilities
+
+            runtime = self.classifier.runtime
+            if not self.fixed_batch or len(batch) == self.fixed_batch:
+                return to_probabilities(runtime.infer(batch))
+            rows = []
+            for start in range(0, len(batch), self.fixed_batch):
+                part = batch[start : start + self.fixed_batch]
+                padded = np.concatenate([part, np.repeat(part[-1:], self.fixed_batch - len(part), axis=0)])
+                rows.append(to_probabilities(runtime.infer(padded))[: len(part)])
+            return np.concatenate(rows)
+
+        @serve.batch(max_batch_size=settings.max_batch_size, batch_wait_timeout_s=settings.batch_wait_ms / 1000)
+        async def _run_batch(self, tensors: list[np.ndarray]) -> list[tuple[np.ndarray, int]]:
+            batch = np.stack(tensors)
+            self.batch_sizes.observe(len(tensors))
+            probabilities = await asyncio.to_thread(self._infer, batch)
+            return [(row, len(tensors)) for row in probabilities]
+
+        async def _classify(self, tensors: list[np.ndarray]) -> tuple[np.ndarray, int]:
+            answers = await asyncio.gather(*(self._run_batch(tensor) for tensor in tensors))
+            return np.stack([row for row, _ in answers]), max(size for _, size in answers)
+
+        async def _read_body(self, request: Request) -> bytes:
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit():
+                protocol.check_size(int(declared), self.max_bytes)
+            chunks, size = [], 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > self.max_bytes:
+                    protocol.check_size(size, self.max_bytes)
+                chunks.append(chunk)
+            body = b"".join(chunks)
+            protocol.check_size(len(body), self.max_bytes)
+            return body
+
+        def _answer(self, route: str, began: float, payload: dict[str, Any], status: int = 200, batch: int = 0) -> JSONResponse:
+            self.requests.inc(tags={"route": route, "status": str(status)})
+            self.latency.observe((time.perf_counter() - began) * 1000, tags={"route": route})
+            headers = {BATCH_SIZE_HEADER: str(batch)} if batch else None
+            return JSONResponse(payload, status_code=status, headers=headers)
+
+        def _check_model(self, name: str) -> None:
+            if name != self.settings.name:
+                raise protocol.RequestError(404, f"unknown model {name!r}: this server serves {self.settings.name!r}")
+
+        @api.post("/predict")
+        async def predict(self, request: Request) -> JSONResponse:
+            began = time.perf_counter()
+            try:
+                content_type = request.headers.get("content-type", "application/octet-stream")
+                if not content_type.startswith(PREDICT_CONTENT_TYPES):
+                    raise protocol.RequestError(415, f"Content-Type {content_type!r}: send the image bytes as image/* or application/octet-stream")
+                topk = protocol.parse_topk(request.query_params.get("topk"), self.classifier.config.topk)
+                image = protocol.decode_image(await self._read_body(request))
+                tensor = self.classifier.preprocess(image)
+                probabilities, batch = await self._classify([tensor])
+            except protocol.RequestError as error:
+                return self._answer("predict", began, protocol.error_body(str(error)), error.status)
+            return self._answer("predict", began, protocol.top_classes(probabilities[0], topk, self.labels), batch=batch)
+
+        @api.get("/v2")
+        async def server_metadata(self) -> dict[str, Any]:
+            from paddlecls_q import __version__
+
+            return {"name": "paddlecls-q", "version": __version__, "extensions": ["binary_tensor_data"]}
+
+        @api.get("/v2/health/live")
+        async def live(self) -> dict[str, bool]:
+            return {"live": True}
+
+        @api.get("/v2/health/ready")
+        async def ready(self) -> dict[str, bool]:
+            return {"ready": True}
+
+        @api.get("/v2/models/{name}")
+        async def metadata(self, name: str) -> JSONResponse:
+            began = time.perf_counter()
+            try:
+                self._check_model(name)
+            except protocol.RequestError as error:
+                return self._answer("metadata", began, protocol.error_body(str(error)), error.status)
+            document = protocol.model_metadata(name, self.tensor_chw, self.num_classes, self.engine)
+            return self._answer("metadata", began, document)
+
+        @api.get("/v2/models/{name}/ready")
+        async def model_ready(self, name: str) -> JSONResponse:
+            began = time.perf_counter()
+            try:
+                self._check_model(name)
+            except protocol.RequestError as error:
+                return self._answer("ready", began, protocol.error_body(str(error)), error.status)
+            return self._answer("ready", began, {"name": name, "ready": True})
+
+        @api.post("/v2/models/{name}/infer")
+        async def infer(self, name: str, request: Request) -> JSONResponse:
+            began = time.perf_counter()
+            try:
+                self._check_model(name)
+                body = await self._read_body(request)
+                document, tail = protocol.split_binary_body(body, request.headers.get("inference-header-content-length"))
+                parsed = protocol.parse_infer_request(
+                    document, tail, self.tensor_chw, self.classifier.config.topk, self.settings.max_batch_size * 16
+                )
+                if parsed.images is not None:
+                    tensors = [self.classifier.preprocess(image) for image in parsed.images]
+                    if any(t.shape != tensors[0].shape for t in tensors):
+                        raise protocol.RequestError(400, "images preprocess to different shapes; this model's yaml has no fixed crop")
+                else:
+                    assert parsed.tensor is not None  # parse_infer_request gives images or a tensor
+                    tensors = list(parsed.tensor.astype(self.tensor_dtype, copy=False))
+                probabilities, batch = await self._classify(tensors)
+            except protocol.RequestError as error:
+                return self._answer("infer", began, protocol.error_body(str(error)), error.status)
+            document = protocol.infer_response(name, parsed.id, probabilities, parsed.topk)
+            return self._answer("infer", began, document, batch=batch)
+
+    return ClassifierDeployment.bind(settings)  # type: ignore[attr-defined]
+
+
+def ray_address(address: str | None) -> str:
+    """`--address`, else RAY_ADDRESS, else "local": start a Ray of our own (never join a stray local cluster)."""
+    return address or os.environ.get("RAY_ADDRESS") or "local"
+
+
+def worker_env() -> dict[str, str]:
+    """Environment the replicas need on any node: our cache folder and import path, where set."""
+    return {key: os.environ[key] for key in ("PADDLECLS_Q_HOME", "PYTHONPATH") if key in os.environ}
+
+
+def run_server(
+    settings: ServeSettings, host: str, port: int, address: str | None, on_ready: Any = None, stop: threading.Event | None = None
+) -> None:
+    """Start Ray (or join `address`), deploy, call `on_ready(url)`, then serve until SIGINT/SIGTERM or `stop` is set.
+
+    On the way out the application is deleted; Serve and Ray are shut down when this call started them.
+    """
+    ray = require_ray()
+    from ray import serve
+
+    target = ray_address(address)
+    started = target == "local"
+    stop = stop or threading.Event()
+    previous: dict[signal.Signals, Any] = {}
+    try:
+        init: dict[str, Any] = {"include_dashboard": False, "runtime_env": {"env_vars": worker_env()}}
+        if started:
+            cpus = os.cpu_count() or 1
+            init["num_cpus"] = max(cpus, settings.replicas * settings.options.threads)
+        ray.init(address=target, logging_level="warning", log_to_driver=False, **init)
+        try:
+            serve.start(http_options={"host": host, "port": port})
+            try:
+                serve.run(build_application(settings), name=settings.name, route_prefix="/", blocking=False)
+            except (RuntimeError, ray.exceptions.RayError) as error:
+                last = [line for line in str(error).strip().splitlines() if line.strip()][-1:] or [type(error).__name__]
+                raise BackendUnavailableError(f"the {settings.name!r} deployment failed to start: {last[0].strip()}") from None
+            # After ray.init, which installs a SIGTERM handler of its own for drivers.
+            if threading.current_thread() is threading.main_thread():
+                for number in (signal.SIGINT, signal.SIGTERM):
+                    previous[number] = signal.signal(number, lambda *_: stop.set())
+            if on_ready is not None:
+                on_ready(f"http://{host}:{port}")
+            while not stop.wait(0.5):
+                pass
+        finally:
+            if started:
+                serve.shutdown()
+            else:
+                serve.delete(settings.name)
+            ray.shutdown()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

@@ -1,0 +1,176 @@
+"""`paddlecls-q serve` end to end: a real local Ray started by the command, requests over 127.0.0.1, then SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray", reason="the [serve] extra (ray) is not installed")
+httpx = pytest.importorskip("httpx")
+
+pytestmark = pytest.mark.slow
+
+NAME = "demo"
+STARTUP_S = 180
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below `pid`, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    """One `serve` process (local Ray, batching on) for the whole module; the last test stops it."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    command = [sys.executable, "-m", "paddlecls_q", "serve", "--model", "demo", "--name", NAME, "--port", str(port)]
+    command += ["--max-batch-size", "4", "--batch-wait-ms", "5", "--max-request-mb", "0.25"]
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=os.environ.copy())
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + STARTUP_S
+    while time.monotonic() < deadline and process.poll() is None:
+        if "Ctrl-C to stop" in log.read_text(errors="replace"):
+            break
+        time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail(f"serve did not start: {log.read_text(errors='replace')[-2000:]}")
+    yield {"url": url, "process": process, "log": log}
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _infer_json(image: Path, topk: int) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-m", "paddlecls_q", "infer", "--model", "demo", "--image", str(image), "--json", "--topk", str(topk)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout)["predictions"][0]
+
+
+def test_predict_equals_infer_json(server, fashion_image: Path, photo: Path) -> None:
+    for image in (fashion_image, photo):
+        expected = _infer_json(image, 3)
+        response = httpx.post(f"{server['url']}/predict?topk=3", content=image.read_bytes(), headers={"Content-Type": "image/png"})
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer == {key: expected[key] for key in ("class_ids", "scores", "labels")}
+        assert int(response.headers["x-batch-size"]) >= 1
+
+
+def test_v2_with_tritonclient(server, fashion_image: Path) -> None:
+    http = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is not installed")
+    from paddlecls_q.infer import Classifier
+    from paddlecls_q.config import RuntimeOptions
+    from paddlecls_q import registry
+
+    client = http.InferenceServerClient(url=server["url"].removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(NAME)
+    metadata = client.get_model_metadata(NAME)
+    assert metadata["parameters"]["precision"] == "fp32"
+    assert [entry["name"] for entry in metadata["inputs"]] == ["image", "input"]
+
+    encoded = np.array([fashion_image.read_bytes()] * 2, dtype=np.object_)
+    image_input = http.InferInput("image", [2], "BYTES")
+    image_input.set_data_from_numpy(encoded, binary_data=True)
+    by_image = client.infer(NAME, [image_input]).as_numpy("probabilities")
+
+    local = Classifier(registry.DEMO_MODEL_DIR, RuntimeOptions(backend="ort"))
+    from paddlecls_q.preprocess import read_image
+
+    tensor = local.preprocess.batch([read_image(fashion_image)])
+    expected = local.predict([read_image(fashion_image)])
+    tensor_input = http.InferInput("input", list(tensor.shape), "FP32")
+    tensor_input.set_data_from_numpy(tensor, binary_data=False)
+    result = client.infer(NAME, [tensor_input])
+    np.testing.assert_allclose(result.as_numpy("probabilities"), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(by_image, np.repeat(expected, 2, axis=0), rtol=1e-5, atol=1e-6)
+    assert int(result.as_numpy("class_ids")[0, 0]) == int(expected[0].argmax())
+
+    wrong = http.InferInput("input", [1, 3, 16, 16], "FP32")
+    wrong.set_data_from_numpy(np.zeros((1, 3, 16, 16), np.float32))
+    with pytest.raises(Exception, match="shape must be"):
+        client.infer(NAME, [wrong])
+
+
+BAD_REQUESTS = [
+    ("predict", b"this is not an image", 415, "not an image"),
+    ("predict", b"", 400, "empty"),
+    ("predict", "truncated", 400, "truncated"),
+    ("predict", b"\xff" * 300_000, 413, "limit"),
+    ("infer", {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3, 8, 8], "data": [0.0] * 192}]}, 400, "shape"),
+    ("infer", {"inputs": [{"name": "input", "datatype": "INT8", "shape": [1, 3, 32, 32], "data": [0] * 3072}]}, 400, "FP32"),
+    ("infer", {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["bm90IGFuIGltYWdl"]}]}, 415, "not an image"),
+    ("unknown", {"inputs": []}, 404, "unknown model"),
+]
+
+
+@pytest.mark.parametrize(("route", "body", "status", "message"), BAD_REQUESTS)
+def test_bad_requests_get_one_line_4xx_and_server_keeps_serving(server, fashion_image: Path, route, body, status, message) -> None:
+    url = server["url"]
+    if body == "truncated":
+        body = fashion_image.read_bytes()[:-40]
+    if route == "predict":
+        response = httpx.post(f"{url}/predict", content=body, headers={"Content-Type": "image/png"})
+    else:
+        name = NAME if route == "infer" else "no_such_model"
+        response = httpx.post(f"{url}/v2/models/{name}/infer", content=json.dumps(body))
+    assert response.status_code == status, response.text
+    assert "\n" not in response.text and message in response.json()["error"]
+    assert httpx.post(f"{url}/predict", content=fashion_image.read_bytes()).status_code == 200
+
+
+def test_sigterm_stops_serve_and_its_ray(server) -> None:
+    """Last in the module: SIGTERM to the command alone; every process it started must be gone."""
+    process = server["process"]
+    below = _descendants(process.pid)
+    assert below, "ray's processes should run below the serve command"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(120) == 0, server["log"].read_text(errors="replace")[-2000:]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_alive(pid) for pid in below):
+        time.sleep(0.5)
+    assert not [pid for pid in below if _alive(pid)]
