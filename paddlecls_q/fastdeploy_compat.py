@@ -48,8 +48,10 @@ CALIBRATION_PRESETS = ("paddlecls-q", "fastdeploy")
 
 def calibration_summary(preset: str, ptq: dict[str, Any]) -> str:
     """One line saying which calibration choices a run used."""
+    count = ptq["calibration_images"]
+    images = "every image of the folder" if count is None else f"{count} images"
     return (
-        f"calibration: {preset} choices ({ptq['calibration_images']} images in batches of {ptq['batch_size']}, "
+        f"calibration: {preset} choices ({images} in batches of {ptq['batch_size']}, "
         f"op types {', '.join(ptq['quantize_op_types'])})"
     )
 
