@@ -28,7 +28,7 @@ from urllib.request import url2pathname
 import httpx
 
 from paddlecls_q import __version__
-from paddlecls_q.archive import extract_archive, unsafe_path
+from paddlecls_q.archive import ArchiveBudget, extract_archive, unsafe_path
 from paddlecls_q.config import load_yaml
 from paddlecls_q.errors import ConfigError, DownloadError, ModelFormatError
 from paddlecls_q.fsutil import AlreadyExistsError, checked_path, publish, remove_stale, sha256_file, staging_name
@@ -360,7 +360,9 @@ def _copy_fp32_config(entry: ModelEntry, unpacked: Path, fp32_folder: Path) -> t
     return tuple(copied)
 
 
-def _install(archive: Path, folder: Path, fill_in: Callable[[Path], tuple[str, ...]], force: bool) -> tuple[str, ...]:
+def _install(
+    archive: Path, folder: Path, fill_in: Callable[[Path], tuple[str, ...]], force: bool, budget: ArchiveBudget
+) -> tuple[str, ...]:
     """Unpack into a hidden folder next to `folder`, check it is a model, then publish it (no-replace without `force`)."""
     remove_stale(folder)  # left by a killed run
     try:
@@ -369,7 +371,7 @@ def _install(archive: Path, folder: Path, fill_in: Callable[[Path], tuple[str, .
     except OSError as error:
         raise DownloadError(f"{folder.parent}: cannot write: {error.strerror or error}") from None
     try:
-        extract_archive(archive, staging)
+        extract_archive(archive, staging, budget)
         unpacked = _top_folder(staging, folder.name)
         try:
             find_model_files(unpacked)
@@ -396,6 +398,7 @@ def download_model(
     sha256: str | None = None,
     settings: HttpSettings = HttpSettings(),
     progress: ProgressCallback | None = None,
+    budget: ArchiveBudget = ArchiveBudget(),
 ) -> DownloadResult:
     """Make the FP32 or quantized model of `name` ready at `registry.model_dir(name, quantized)` (or `dest/<folder>`).
 
@@ -446,14 +449,16 @@ def download_model(
         def fill_in(unpacked: Path) -> tuple[str, ...]:
             if not quantized or (unpacked / INFERENCE_CLS_YAML).is_file():
                 return ()
-            fp32 = download_model(entry.name, dest=dest, mirror=mirror, settings=settings, progress=progress)
+            fp32 = download_model(
+                entry.name, dest=dest, mirror=mirror, settings=settings, progress=progress, budget=budget
+            )
             return _copy_fp32_config(entry, unpacked, fp32.folder)
 
         copied: tuple[str, ...] = ()
         if force or action == "downloaded" or not _is_complete(folder, quantized):
             try:
                 # The cache's models/ is ours to rebuild; a folder under --dest is the user's: kept unless --force.
-                copied = _install(archive, folder, fill_in, force or dest is None)
+                copied = _install(archive, folder, fill_in, force or dest is None, budget)
             except DownloadError:
                 if source == "tofu-recorded":  # never trusted: the next run fetches it again
                     _remove(archive)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from httpserver import build_tiny_model, make_release, serve_directory, tar_with
 
+from paddlecls_q.archive import ArchiveBudget, extract_archive
 from paddlecls_q.download import MIRROR_ENV, HttpSettings, download_model, read_manifest
 from paddlecls_q.errors import ConfigError, DownloadError
 
@@ -105,3 +106,44 @@ def test_httpx_info_log_is_silenced(server, caplog: pytest.LogCaptureFixture):
     with caplog.at_level(logging.INFO):
         download_model("ResNet50_vd", mirror=server.url, settings=FAST)
     assert not [r for r in caplog.records if r.name.startswith("httpx")]
+
+
+# ---- archive budget ---------------------------------------------------------------------------------
+
+
+def _zeros_tgz(path: Path, size: int) -> Path:
+    import io
+
+    info = tarfile.TarInfo("model/zeros.bin")
+    info.size = size
+    with tarfile.open(path, "w:gz") as bundle:
+        bundle.addfile(info, io.BytesIO(bytes(size)))
+    return path
+
+
+def test_a_compression_bomb_is_refused_before_writing(tmp_path: Path):
+    archive = _zeros_tgz(tmp_path / "bomb.tgz", 20 << 20)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(DownloadError, match=r"unpacks to \d+x its size.*--max-ratio"):
+        extract_archive(archive, tmp_path / "out")
+    assert not any((tmp_path / "out").iterdir())
+    extract_archive(archive, tmp_path / "out", ArchiveBudget(max_ratio=1e6))  # the flag raises the cap
+    assert (tmp_path / "out" / "model" / "zeros.bin").stat().st_size == 20 << 20
+
+
+def test_total_size_cap(tmp_path: Path):
+    archive = _zeros_tgz(tmp_path / "big.tgz", 3 << 20)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(DownloadError, match="more than the limit of 2097152 .--max-unpacked-mb"):
+        extract_archive(archive, tmp_path / "out", ArchiveBudget(max_total_bytes=2 << 20, max_ratio=1e9))
+
+
+def test_too_many_members_is_refused(tmp_path: Path):
+    archive = tmp_path / "many.tar"
+    with tarfile.open(archive, "w") as bundle:
+        for index in range(ArchiveBudget().max_members + 5):
+            bundle.addfile(tarfile.TarInfo(f"m/{index}"))
+    (tmp_path / "out").mkdir()
+    with pytest.raises(DownloadError, match="members, more than the limit of 10000 .--max-members"):
+        extract_archive(archive, tmp_path / "out")
+    assert not any((tmp_path / "out").iterdir())

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from paddlecls_q.cli.app import command, console, err_console, print_json
+from paddlecls_q.archive import ArchiveBudget
 from paddlecls_q.download import DownloadResult, HttpSettings, download, manifest_path
 from paddlecls_q.errors import ConfigError
 
@@ -60,6 +61,18 @@ def download_command(
     sha256: Annotated[str | None, typer.Option("--sha256", help="Pin the archive's sha256 (one variant only).")] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Connect and read timeout, seconds.")] = 30.0,
     retries: Annotated[int, typer.Option("--retries", min=0, help="Retries after a network error.")] = 4,
+    max_unpacked_mb: Annotated[
+        int, typer.Option("--max-unpacked-mb", min=1, help="Refuse an archive that unpacks to more than this.")
+    ] = ArchiveBudget().max_total_bytes >> 20,
+    max_members: Annotated[int, typer.Option("--max-members", min=1, help="Refuse an archive with more members.")] = (
+        ArchiveBudget().max_members
+    ),
+    max_ratio: Annotated[
+        float,
+        typer.Option(
+            "--max-ratio", min=1, help="Refuse an archive that unpacks to more than this many times its size."
+        ),
+    ] = ArchiveBudget().max_ratio,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")] = False,
 ) -> None:
     """Download a prebuilt model into the cache, verified and unpacked, ready for `infer --model NAME`."""
@@ -89,6 +102,7 @@ def download_command(
             sha256=sha256,
             settings=settings,
             progress=on_progress if bar else None,
+            budget=ArchiveBudget(max_unpacked_mb << 20, max_members, max_ratio),
         )
     if json_output:
         print_json("download", {"manifest": manifest_path(), "models": [_as_json(r) for r in results]})
