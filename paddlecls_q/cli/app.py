@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import sys
@@ -9,6 +10,7 @@ from typing import Any, Callable
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from paddlecls_q.config import BACKENDS, RuntimeOptions, choice, validate
 from paddlecls_q.errors import PaddleClsQError
@@ -21,10 +23,28 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# Markup and emoji codes off: file names, labels and yaml text are user-controlled, so no string is ever
+# parsed as markup; styles come only from `styled`.
+console = Console(markup=False, emoji=False)
+err_console = Console(stderr=True, markup=False, emoji=False)
 
 JSON_SCHEMA_VERSION = 1
+
+
+def styled(label: str, style: str, text: object = "") -> Text:
+    """`label` in `style`, then `text` verbatim: the one way CLI output is coloured."""
+    return Text.assemble((label, style), " " if text != "" else "", str(text))
+
+
+def error_line(text: object) -> None:
+    err_console.print(styled("error:", "bold red", text), highlight=False, soft_wrap=True)
+
+
+def os_error_text(error: OSError) -> str:
+    """One line for a filesystem failure: the path(s) and the system's reason."""
+    reason = error.strerror or errno.errorcode.get(error.errno or 0) or str(error)
+    where = ": ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
+    return f"{where}: {reason}" if where else reason
 
 
 def command(
@@ -38,10 +58,13 @@ def command(
             try:
                 return function(*args, **inner)
             except PaddleClsQError as error:
-                err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+                error_line(error)
                 raise typer.Exit(error.exit_code) from None
+            except OSError as error:  # disk full, read-only, a file where a folder should be, ...
+                error_line(os_error_text(error))
+                raise typer.Exit(2) from None
             except KeyboardInterrupt:
-                err_console.print("[bold red]interrupted[/]")
+                err_console.print(styled("interrupted", "bold red"))
                 raise typer.Exit(130) from None
 
         return (group or app).command(name, **kwargs)(wrapper)

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from paddlecls_q import bench, registry, report
 from paddlecls_q.bench import BenchModels, BenchResult, BenchSettings
-from paddlecls_q.cli.app import JSON_SCHEMA_VERSION, command, console, err_console, print_json
+from paddlecls_q.cli.app import JSON_SCHEMA_VERSION, command, console, err_console, print_json, styled
 from paddlecls_q.config import BACKENDS, choice
 from paddlecls_q.errors import BackendUnavailableError, ConfigError
 from paddlecls_q.registry import PRECISION_MODES
@@ -89,7 +89,7 @@ def bench_command(
             raise BackendUnavailableError(f"nothing could run: {reasons}")
         results = [result]
         for warning in result.warnings:
-            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+            err_console.print(styled("warning:", "yellow", warning), highlight=False, soft_wrap=True)
     _write(results, output_format, output, title)
     if plot is not None:
         report.plot(results, plot)
@@ -128,7 +128,7 @@ def _write(results: list[BenchResult], output_format: str, output: Path | None, 
     elif output_format == "csv":
         text = report.render_csv(results)
     elif output_format == "table":  # the console tables as plain text
-        recorder = Console(record=True, width=200, file=io.StringIO())
+        recorder = Console(record=True, width=200, file=io.StringIO(), markup=False, emoji=False)
         for renderable in report.render_rich(results):
             recorder.print(renderable)
         text = recorder.export_text()

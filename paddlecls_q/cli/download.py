@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
-from paddlecls_q.cli.app import command, console, err_console, print_json
+from paddlecls_q.cli.app import command, console, err_console, print_json, styled
 from paddlecls_q.archive import ArchiveBudget
 from paddlecls_q.download import DownloadResult, HttpSettings, download, manifest_path
 from paddlecls_q.errors import ConfigError
@@ -35,7 +35,7 @@ def _summary(results: list[DownloadResult]) -> None:
         note = _HASH_NOTES[result.sha256_source].format(manifest=manifest_path())
         style = "yellow" if result.sha256_source == "tofu-recorded" else "green"
         console.print(f"{result.archive.name} sha256 {result.sha256}", highlight=False)
-        console.print(f"  [{style}]{note}[/]", highlight=False)
+        console.print(styled("  " + note, style), highlight=False)
         if result.copied_from_fp32:
             console.print(f"  copied {', '.join(result.copied_from_fp32)} from the FP32 model", highlight=False)
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from paddlecls_q.cli.app import command, console, err_console, print_json
+from paddlecls_q.cli.app import command, console, err_console, print_json, styled
 from paddlecls_q.config import BACKENDS, RuntimeOptions, choice, validate
 from paddlecls_q.infer import resolve_model_dir
 
@@ -98,13 +98,15 @@ def eval_command(
     console.print(table)
     for result in results:
         for message in result.unreadable[:10]:
-            console.print(f"[yellow]unreadable:[/] {message}", highlight=False)
+            console.print(styled("unreadable:", "yellow", message), highlight=False)
         if len(result.unreadable) > 10:
-            console.print(f"[yellow]... and {len(result.unreadable) - 10} more unreadable images (see --json)[/]")
+            console.print(
+                styled(f"... and {len(result.unreadable) - 10} more unreadable images (see --json)", "yellow")
+            )
     if comparison is None:
         return
     console.print(
-        f"top-1 drop: [bold]{comparison.top1_drop:+.2f}[/] points, top-{k} drop: {comparison.top5_drop:+.2f} points; "
+        f"top-1 drop: {comparison.top1_drop:+.2f} points, top-{k} drop: {comparison.top5_drop:+.2f} points; "
         f"top-1 changed on {len(comparison.changed)} images ({comparison.now_wrong} now wrong, "
         f"{comparison.now_right} now right)",
         highlight=False,

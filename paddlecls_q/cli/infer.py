@@ -20,7 +20,9 @@ def infer_command(
     model: Annotated[Optional[str], typer.Option("--model", help="Registry model name (see `models`).")] = None,
     quantized: Annotated[bool, typer.Option("--quantized", help="With --model: the downloaded INT8 model.")] = False,
     backend: Annotated[str, typer.Option("--backend", help=f"Engine: {', '.join(BACKENDS)}.")] = "ort",
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu or gpu [default: gpu for trt/paddle-trt].")] = None,
+    device: Annotated[
+        Optional[str], typer.Option("--device", help="cpu or gpu [default: gpu for trt/paddle-trt].")
+    ] = None,
     threads: Annotated[int, typer.Option("--threads", help="CPU threads for the engine.")] = 1,
     topk: Annotated[Optional[int], typer.Option("--topk", help="Classes per image [default: the yaml's topk].")] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="GPU: let the engine run FP16 kernels.")] = False,
@@ -50,6 +52,10 @@ def infer_command(
     for column in ("image", "rank", "class id", "score", "label"):
         table.add_column(column, justify="right" if column in ("rank", "class id", "score") else "left")
     for prediction in predictions:
-        for rank, (class_id, score, label) in enumerate(zip(prediction.class_ids, prediction.scores, prediction.labels), 1):
-            table.add_row(Path(prediction.image).name if rank == 1 else "", str(rank), str(class_id), f"{score:.5f}", label)
+        for rank, (class_id, score, label) in enumerate(
+            zip(prediction.class_ids, prediction.scores, prediction.labels), 1
+        ):
+            table.add_row(
+                Path(prediction.image).name if rank == 1 else "", str(rank), str(class_id), f"{score:.5f}", label
+            )
     console.print(table)

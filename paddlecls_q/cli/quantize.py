@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from paddlecls_q.cli.app import command, console, err_console, print_json
+from paddlecls_q.cli.app import command, console, err_console, print_json, styled
 from paddlecls_q.config import QUANTIZE_METHODS, choice, load_quantize_config
 from paddlecls_q.errors import AccuracyBudgetError
 
@@ -97,8 +97,8 @@ def quantize_command(
         method = choice(method, QUANTIZE_METHODS, "method")
 
     def message(kind: str, text: str) -> None:
-        prefix = "[yellow]warning:[/]" if kind == "warning" else "[cyan]note:[/]"
-        err_console.print(f"{prefix} {text}", highlight=False, soft_wrap=True)
+        prefix = styled("warning:", "yellow", text) if kind == "warning" else styled("note:", "cyan", text)
+        err_console.print(prefix, highlight=False, soft_wrap=True)
 
     try:
         report = quantize(
