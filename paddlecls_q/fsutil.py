@@ -130,7 +130,7 @@ def publish(staging: Path, target: Path, *, force: bool = False) -> None:
     except AlreadyExistsError:
         if not force:
             raise
-    old = target.with_name(f".{target.name}.partial-old-{uuid.uuid4().hex[:8]}")
+    old = staging_name(target)
     os.rename(target, old)
     try:
         rename_no_replace(staging, target)
@@ -140,13 +140,41 @@ def publish(staging: Path, target: Path, *, force: bool = False) -> None:
     remove(old)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_new_file(path: Path, data: bytes, force: bool = False) -> None:
+    """Write `data` to `path` through a staging file; an existing `path` is replaced only with `force`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_file():
+        raise InputError(f"{path}: exists and is not a regular file")
+    staging = staging_name(path)
+    try:
+        staging.write_bytes(data)
+        publish(staging, path, force=force)
+    except AlreadyExistsError:
+        raise InputError(f"{path}: already exists; pass --force to replace it") from None
+    finally:
+        remove(staging)
+
+
 def remove_stale(target: Path) -> None:
-    """Delete `.<target.name>.partial-*` siblings left by killed runs (callers hold the job's lock)."""
+    """Delete `.<target.name>.partial-<pid>-*` siblings whose process is gone (left by a killed run)."""
     target = Path(target)
     if not target.parent.is_dir():
         return
     for stale in target.parent.glob(f".{target.name}.partial-*"):
-        remove(stale)
+        pid = stale.name.removeprefix(f".{target.name}.partial-").split("-", 1)[0]
+        if not (pid.isdigit() and _alive(int(pid)) and int(pid) != 0):
+            remove(stale)
 
 
 def staging_name(target: Path) -> Path:

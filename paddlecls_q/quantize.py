@@ -37,6 +37,7 @@ from paddlecls_q.config import (
     load_inference_cls_yaml,
 )
 from paddlecls_q.datasets import IMAGE_SUFFIXES
+from paddlecls_q import fsutil
 from paddlecls_q.errors import AccuracyBudgetError, ConfigError, InputError, ModelFormatError, PaddleClsQError
 from paddlecls_q.model_files import INFERENCE_CLS_YAML, ModelFiles, find_model_files, require_inference_cls_yaml
 
@@ -282,7 +283,7 @@ def plan_quantization(
         raise ConfigError("--sensitivity needs accuracy.eval_list in the config (labeled images to hold the budget)")
     if eval_list is not None and not eval_list.exists():
         raise InputError(f"{eval_list}: accuracy.eval_list not found")
-    output = output_dir or settings.output_dir or Path.cwd() / f"{settings.model_dir.resolve().name}_{method}"
+    output = (fsutil.checked_path(output_dir, "--output") if output_dir is not None else None) or settings.output_dir or Path.cwd() / f"{settings.model_dir.resolve().name}_{method}"
     inputs = {"input model folder": settings.model_dir, "image folder": folder}
     if eval_list is not None:
         inputs["eval data"] = eval_list if eval_list.is_dir() else eval_list.parent
@@ -1095,15 +1096,12 @@ class _Workspace:
         self.path.mkdir()
         return self
 
-    def publish(self, folder: Path, target: Path) -> None:
-        """Rename `folder` (inside the workspace) to `target`, replacing what is there."""
-        old = None
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{os.getpid()}"
-            os.rename(target, old)
-        os.rename(folder, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    def publish(self, folder: Path, target: Path, force: bool) -> None:
+        """Rename `folder` (inside the workspace) to `target`; an existing one is replaced only with `force`."""
+        try:
+            fsutil.publish(folder, target, force=force)
+        except fsutil.AlreadyExistsError:
+            raise ConfigError(f"{target}: already exists (checked at publish time); pass --force to replace it") from None
         self.published = True
 
     def __exit__(self, *exc: Any) -> None:
@@ -1232,7 +1230,7 @@ def quantize(
         report.sizes_bytes["output_folder"] = _folder_size(folder)
         (folder / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
         _raise_if_interrupted()
-        workspace.publish(folder, target)
+        workspace.publish(folder, target, plan.force)
     if not passed:
         worst = max(report.accuracy["engines"], key=lambda row: row["drop"])
         error = AccuracyBudgetError(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import signal
 import sys
+import threading
 from typing import Any, Callable
 
 import typer
@@ -47,6 +49,14 @@ def os_error_text(error: OSError) -> str:
     return f"{where}: {reason}" if where else reason
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an exception so that every `finally`/cleanup of the command runs."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def command(
     name: str | None = None, *, group: typer.Typer | None = None, **kwargs: Any
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -55,6 +65,8 @@ def command(
     def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(function)
         def wrapper(*args: Any, **inner: Any) -> Any:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, _raise_terminated)
             try:
                 return function(*args, **inner)
             except PaddleClsQError as error:
@@ -63,6 +75,9 @@ def command(
             except OSError as error:  # disk full, read-only, a file where a folder should be, ...
                 error_line(os_error_text(error))
                 raise typer.Exit(2) from None
+            except Terminated:
+                err_console.print(styled("terminated", "bold red"))
+                raise typer.Exit(143) from None
             except KeyboardInterrupt:
                 err_console.print(styled("interrupted", "bold red"))
                 raise typer.Exit(130) from None

@@ -13,6 +13,7 @@ from rich.console import Console
 from paddlecls_q import bench, registry, report
 from paddlecls_q.bench import BenchModels, BenchResult, BenchSettings
 from paddlecls_q.cli.app import JSON_SCHEMA_VERSION, command, console, err_console, print_json, styled
+from paddlecls_q.fsutil import checked_path, write_new_file
 from paddlecls_q.config import BACKENDS, choice
 from paddlecls_q.errors import BackendUnavailableError, ConfigError
 from paddlecls_q.registry import PRECISION_MODES
@@ -43,8 +44,10 @@ def bench_command(
     ),
     output_format: Annotated[str, typer.Option("--format", help=f"Output: {', '.join(FORMATS)}.")] = "table",
     output: Annotated[
-        Path | None, typer.Option("--output", help="Write the output to this file instead of stdout.")
+        str | None,
+        typer.Option("--output", help="Write the output to this file instead of stdout (new file; see --force)."),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --output file.")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Also draw a PNG chart here.")] = None,
     schedule: Annotated[
         str,
@@ -90,7 +93,7 @@ def bench_command(
         results = [result]
         for warning in result.warnings:
             err_console.print(styled("warning:", "yellow", warning), highlight=False, soft_wrap=True)
-    _write(results, output_format, output, title)
+    _write(results, output_format, checked_path(output, "--output") if output is not None else None, title, force)
     if plot is not None:
         report.plot(results, plot)
         err_console.print(f"chart written to {plot}", highlight=False)
@@ -115,7 +118,7 @@ def _measure(models: BenchModels, settings: BenchSettings) -> BenchResult:
         return bench.run_benchmark(models, settings, progress=advance)
 
 
-def _write(results: list[BenchResult], output_format: str, output: Path | None, title: str | None) -> None:
+def _write(results: list[BenchResult], output_format: str, output: Path | None, title: str | None, force: bool) -> None:
     if output_format == "table" and output is None:
         for renderable in report.render_rich(results):
             console.print(renderable)
@@ -137,6 +140,5 @@ def _write(results: list[BenchResult], output_format: str, output: Path | None, 
     if output is None:
         typer.echo(text, nl=False)
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text, encoding="utf-8")
+    write_new_file(output, text.encode("utf-8"), force)
     err_console.print(f"{output_format} written to {output}", highlight=False)

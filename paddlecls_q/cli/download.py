@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -47,7 +46,7 @@ def download_command(
     fp32: Annotated[bool, typer.Option("--fp32", help="The FP32 model (the default).")] = False,
     all_variants: Annotated[bool, typer.Option("--all", help="Both the FP32 and the INT8 model.")] = False,
     dest: Annotated[
-        Path | None, typer.Option("--dest", metavar="DIR", help="Put the model folder under DIR, not in the cache.")
+        str | None, typer.Option("--dest", metavar="DIR", help="Put the model folder under DIR, not in the cache.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Fetch and unpack again even when cached.")] = False,
     mirror: Annotated[

@@ -78,7 +78,7 @@ def quantize_command(
             "--method", help="ptq or qat (case and quotes ignored); default: the method of the config's one section."
         ),
     ] = None,
-    output: Annotated[Path | None, typer.Option("--output", help="Output folder; default: Global.output_dir.")] = None,
+    output: Annotated[str | None, typer.Option("--output", help="Output folder; default: Global.output_dir.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the output folder if it exists.")] = False,
     allow_few: Annotated[
         bool, typer.Option("--allow-few", help="Use all images when the folder has fewer than configured.")
