@@ -48,10 +48,11 @@ def read_bounded(path: str | Path, max_bytes: int = MAX_CONFIG_BYTES, what: str 
         raise InputError(f"{path}: {what} not found") from None
     except OSError as error:
         raise InputError(f"{path}: cannot open {what}: {error.strerror or error}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise InputError(f"{path}: {what} is not a regular file")
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise InputError(f"{path}: {what} is not a regular file")
         if info.st_size > max_bytes:
             raise InputError(f"{path}: {what} is {info.st_size} bytes, more than the {max_bytes}-byte limit")
         data = handle.read(max_bytes + 1)
