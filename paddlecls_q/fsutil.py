@@ -38,7 +38,7 @@ def checked_path(value: str | os.PathLike[str], what: str) -> Path:
     return Path(text).expanduser()
 
 
-def read_bounded(path: str | Path, max_bytes: int = MAX_CONFIG_BYTES, what: str = "file") -> bytes:
+def read_bounded(path: str | os.PathLike[str], max_bytes: int = MAX_CONFIG_BYTES, what: str = "file") -> bytes:
     """The bytes of the regular file `path`; InputError for a non-regular file or one over `max_bytes`."""
     path = Path(path)
     try:
@@ -48,17 +48,28 @@ def read_bounded(path: str | Path, max_bytes: int = MAX_CONFIG_BYTES, what: str 
         raise InputError(f"{path}: {what} not found") from None
     except OSError as error:
         raise InputError(f"{path}: cannot open {what}: {error.strerror or error}") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise InputError(f"{path}: {what} is not a regular file")
-    with os.fdopen(fd, "rb") as handle:
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"{path}: {what} is not a regular file")
         if info.st_size > max_bytes:
             raise InputError(f"{path}: {what} is {info.st_size} bytes, more than the {max_bytes}-byte limit")
-        data = handle.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise InputError(f"{path}: {what} grew past the {max_bytes}-byte limit while being read")
-    return data
+        chunks, total = [], 0
+        while True:  # plain system calls: a small file is one read of its size (+1 to see the end)
+            chunk = os.read(
+                fd, min(max(info.st_size - total, 0) + 1 if total <= info.st_size else 1 << 16, max_bytes + 1)
+            )
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes:
+                raise InputError(f"{path}: {what} grew past the {max_bytes}-byte limit while being read")
+    except IsADirectoryError:
+        raise InputError(f"{path}: {what} is a folder, not a file") from None
+    finally:
+        os.close(fd)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def sha256_file(path: Path) -> str:

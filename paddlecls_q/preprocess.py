@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 
 # Pillow's own bomb check only warns below 2 × 89.5 M pixels; 64 M pixels is already ~200 MB as BGR.
 MAX_IMAGE_PIXELS = 64_000_000
-FIRST_READ_BYTES = 1 << 16  # one read() takes a small image whole; bigger files are sized first
 # OpenCV then refuses bigger images from their header, before allocating (read when cv2 is first imported).
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
 
@@ -41,6 +40,7 @@ from paddlecls_q.config import (  # noqa: E402
     ToCHWImageOp,
 )
 from paddlecls_q.errors import ConfigError, InputError  # noqa: E402
+from paddlecls_q.fsutil import MAX_IMAGE_BYTES, read_bounded  # noqa: E402
 
 # warnings.catch_warnings swaps process-wide filters; concurrent readers (evaluate's thread pool) must take turns.
 _PILLOW_WARNINGS_LOCK = threading.Lock()
@@ -103,19 +103,8 @@ def _is_grey_png(data: bytes) -> bool:
 
 
 def _read_bytes(path: str | os.PathLike[str]) -> bytes:
-    """The whole file, with plain system calls (less than half of what `open().read()` costs on small files)."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        data = os.read(descriptor, FIRST_READ_BYTES)
-        if len(data) < FIRST_READ_BYTES:  # a regular file reads whole unless it is bigger
-            return data
-        chunks = [data]
-        remaining = max(os.fstat(descriptor).st_size - len(data), 0) + 1
-        while chunk := os.read(descriptor, max(remaining, FIRST_READ_BYTES)):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(descriptor)
+    """The whole file: regular files only, at most MAX_IMAGE_BYTES (never /dev/zero or a FIFO)."""
+    return read_bounded(path, MAX_IMAGE_BYTES, "image")
 
 
 def _check_pixel_count(path: str | os.PathLike[str], data: bytes) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from paddlecls_q.cli.app import command, console, print_json, runtime_options
+from paddlecls_q.cli.app import command, console, err_console, print_json, runtime_options, styled
 from paddlecls_q.config import BACKENDS
 from paddlecls_q.infer import Classifier, list_images, resolve_model_dir
 
@@ -38,6 +38,8 @@ def infer_command(
     paths = list_images(image)
     classifier = Classifier(folder, options, label_file)
     predictions = classifier.classify(paths, topk or classifier.config.topk)
+    for warning in classifier.warnings:
+        err_console.print(styled("warning:", "yellow", warning), highlight=False, soft_wrap=True)
     if as_json:
         print_json(
             "infer",
