@@ -49,3 +49,39 @@ def test_filesystem_errors_become_one_line_exit_2(tmp_path: Path):
 
 def test_os_error_text_names_both_paths():
     assert os_error_text(OSError(28, "No space left on device", "/a", None, "/b")) == "/a: /b: No space left on device"
+
+
+def _entry_point(*args: str):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run([sys.executable, "-m", "paddlecls_q", *args], capture_output=True, text=True, env=env)
+
+
+def test_usage_errors_are_one_line_exit_2_at_the_entry_point():
+    for args, pattern in (
+        (["infer", "--topk", "0", "--image", "x", "--model-dir", "y"], "--topk"),
+        (["frob"], "No such command 'frob'"),
+        (["eval", "--data", "x", "--model-dir", "y", "--batch-size", "0"], "--batch-size"),
+        (["download", "ResNet50_vd", "--bogus"], "No such option"),
+    ):
+        result = _entry_point(*args)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and pattern in lines[0], result.stderr
+
+
+def test_eval_batch_size_and_workers_are_bounded(tmp_path: Path):
+    runner = CliRunner()
+    base = ["eval", "--data", str(tmp_path), "--model-dir", str(tmp_path)]
+    result = runner.invoke(app, [*base, "--batch-size", "100000000"])
+    assert result.exit_code == 2 and "--batch-size must be at most 4096" in result.output
+    result = runner.invoke(app, [*base, "--workers", "100000"])
+    assert result.exit_code == 2 and "--workers must be at most" in result.output
+
+
+def test_download_timeout_must_be_finite():
+    result = CliRunner().invoke(app, ["download", "ResNet50_vd", "--timeout", "1e308"])
+    assert result.exit_code == 2 and "must be a finite number of seconds" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -9,7 +10,8 @@ import typer
 from rich.table import Table
 
 from paddlecls_q.cli.app import command, console, err_console, print_json, styled
-from paddlecls_q.config import BACKENDS, RuntimeOptions, choice, validate
+from paddlecls_q.config import BACKENDS, MAX_BATCH_SIZE, RuntimeOptions, choice, validate
+from paddlecls_q.errors import ConfigError
 from paddlecls_q.infer import resolve_model_dir
 
 CHANGED_ROWS_SHOWN = 20
@@ -59,6 +61,11 @@ def eval_command(
     for name, value in (("--batch-size", batch_size), ("--topk", topk), ("--limit", limit), ("--workers", workers)):
         if value is not None and value < 1:
             raise typer.BadParameter("must be at least 1", param_hint=name)
+    most_workers = 2 * (os.cpu_count() or 1)  # decoders beyond that only cost memory
+    if batch_size > MAX_BATCH_SIZE:
+        raise ConfigError(f"--batch-size must be at most {MAX_BATCH_SIZE}, got {batch_size}")
+    if workers is not None and workers > most_workers:
+        raise ConfigError(f"--workers must be at most {most_workers} on this machine (2 x CPUs), got {workers}")
     folder = resolve_model_dir(model_dir, model)
     dataset = load_dataset(data, limit)
     progress = not as_json and err_console.is_terminal
