@@ -39,7 +39,7 @@ from paddlecls_q.config import (  # noqa: E402
     StrictModel,
     ToCHWImageOp,
 )
-from paddlecls_q.errors import ConfigError, InputError  # noqa: E402
+from paddlecls_q.errors import ConfigError, InputError, InputWarning  # noqa: E402
 from paddlecls_q.fsutil import MAX_IMAGE_BYTES, read_bounded  # noqa: E402
 
 # warnings.catch_warnings swaps process-wide filters; concurrent readers (evaluate's thread pool) must take turns.
@@ -83,6 +83,8 @@ def read_image(path: str | os.PathLike[str], grey: bool = False) -> np.ndarray:
         raise InputError(f"{path}: cannot read the file ({error.strerror or error})") from None
     if not data:
         raise InputError(f"{path}: empty file (0 bytes), not an image")
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]:  # a JPEG without its end marker
+        warnings.warn(f"{path}: truncated JPEG (no end marker); the missing part decodes as grey", InputWarning, 2)
     try:
         flags = cv2.IMREAD_GRAYSCALE if grey and _is_grey_png(data) else cv2.IMREAD_COLOR
         bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)

@@ -85,3 +85,16 @@ def test_eval_batch_size_and_workers_are_bounded(tmp_path: Path):
 def test_download_timeout_must_be_finite():
     result = CliRunner().invoke(app, ["download", "ResNet50_vd", "--timeout", "1e308"])
     assert result.exit_code == 2 and "must be a finite number of seconds" in result.output
+
+
+def test_compare_of_models_with_different_class_counts_is_an_error():
+    from paddlecls_q.errors import ConfigError
+    from paddlecls_q.evaluate import EvalResult, compare
+
+    def result(folder: str, classes: int) -> EvalResult:
+        return EvalResult(folder, 90.0, 99.0, 1, [], [3], 1.0, {}, model_classes=classes)
+
+    import pytest
+
+    with pytest.raises(ConfigError, match="has 10 classes but b has 1000"):
+        compare(result("a", 10), result("b", 1000), dataset=None)  # type: ignore[arg-type]

@@ -79,3 +79,25 @@ def test_a_huge_resize_size_is_refused_at_load_time(model_copy: Path, fashion_im
     yaml_path = model_copy / "inference_cls.yaml"
     yaml_path.write_text(yaml_path.read_text().replace("size: 32", f"size: {size}"))
     assert_one_line_error(infer("--model-dir", str(model_copy), "--image", str(fashion_image)), 2, "size")
+
+
+def test_a_truncated_jpeg_is_classified_with_a_warning(demo_model_dir: Path, photo: Path, tmp_path: Path):
+    import subprocess
+    import sys
+
+    data = photo.read_bytes()
+    assert data[:2] == b"\xff\xd8"
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    (tmp_path / "whole.jpg").write_bytes(data)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    outputs = {}
+    for name in ("cut.jpg", "whole.jpg"):  # a subprocess: pytest's own warning capture would hide the line
+        command = [sys.executable, "-m", "paddlecls_q", "infer", "--model-dir", str(demo_model_dir)]
+        run = subprocess.run([*command, "--image", str(tmp_path / name)], capture_output=True, text=True, env=env)
+        assert run.returncode == 0, run.stderr
+        outputs[name] = run.stderr
+    assert (
+        outputs["cut.jpg"].strip()
+        == f"warning: {tmp_path / 'cut.jpg'}: truncated JPEG (no end marker); the missing part decodes as grey"
+    )
+    assert "warning" not in outputs["whole.jpg"]

@@ -8,6 +8,7 @@ import json
 import signal
 import sys
 import threading
+import warnings
 from typing import Any, Callable
 
 import typer
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.text import Text
 
 from paddlecls_q.config import BACKENDS, RuntimeOptions, choice, validate
-from paddlecls_q.errors import PaddleClsQError
+from paddlecls_q.errors import InputWarning, PaddleClsQError
 
 app = typer.Typer(
     name="paddlecls-q",
@@ -57,6 +58,16 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated
 
 
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    if issubclass(category, InputWarning):
+        err_console.print(styled("warning:", "yellow", message), highlight=False, soft_wrap=True)
+    else:
+        _default_show_warning(message, category, *args, **kwargs)
+
+
+_default_show_warning = warnings.showwarning
+
+
 def command(
     name: str | None = None, *, group: typer.Typer | None = None, **kwargs: Any
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -67,6 +78,7 @@ def command(
         def wrapper(*args: Any, **inner: Any) -> Any:
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, _raise_terminated)
+            warnings.showwarning = _show_warning
             try:
                 return function(*args, **inner)
             except PaddleClsQError as error:
