@@ -50,6 +50,8 @@ def read_bounded(path: str | os.PathLike[str], max_bytes: int = MAX_CONFIG_BYTES
         raise InputError(f"{path}: cannot open {what}: {error.strerror or error}") from None
     try:
         info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise InputError(f"{path}: is a folder, not a {what} file")
         if not stat.S_ISREG(info.st_mode):
             raise InputError(f"{path}: {what} is not a regular file")
         if info.st_size > max_bytes:
@@ -65,8 +67,6 @@ def read_bounded(path: str | os.PathLike[str], max_bytes: int = MAX_CONFIG_BYTES
             total += len(chunk)
             if total > max_bytes:
                 raise InputError(f"{path}: {what} grew past the {max_bytes}-byte limit while being read")
-    except IsADirectoryError:
-        raise InputError(f"{path}: {what} is a folder, not a file") from None
     finally:
         os.close(fd)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -73,7 +73,7 @@ def test_write_new_file_never_overwrites_without_force(tmp_path: Path):
 
 
 def test_read_bounded_refuses_a_folder(tmp_path: Path):
-    with pytest.raises(InputError, match="not a regular file"):
+    with pytest.raises(InputError, match="is a folder"):
         fsutil.read_bounded(tmp_path)
 
 
