@@ -11,11 +11,38 @@ import posixpath
 import stat
 import tarfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from paddlecls_q.errors import DownloadError
 
 ARCHIVE_SUFFIXES = (".tar", ".tgz", ".tar.gz", ".zip")
+
+
+@dataclass(frozen=True)
+class ArchiveBudget:
+    """How much an archive may unpack to: total bytes, member count, and unpacked/archive size ratio."""
+
+    max_total_bytes: int = 2 << 30
+    max_members: int = 10_000
+    max_ratio: float = 100.0
+
+    def check(self, archive: Path, sizes: list[int]) -> None:
+        """DownloadError when the members' declared sizes break the budget (checked before writing)."""
+        total, packed = sum(sizes), max(archive.stat().st_size, 1)
+        if len(sizes) > self.max_members:
+            raise DownloadError(
+                f"{archive}: {len(sizes)} members, more than the limit of {self.max_members} (--max-members)"
+            )
+        if total > self.max_total_bytes:
+            raise DownloadError(
+                f"{archive}: unpacks to {total} bytes, more than the limit of {self.max_total_bytes} (--max-unpacked-mb)"
+            )
+        if total > (1 << 20) and total / packed > self.max_ratio:
+            raise DownloadError(
+                f"{archive}: unpacks to {total / packed:.0f}x its size, more than the limit of {self.max_ratio:g}x "
+                "(--max-ratio)"
+            )
 
 
 def unsafe_path(name: str) -> str | None:
@@ -64,7 +91,7 @@ def _check_zip_member(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
-def extract_archive(archive: Path, destination: Path) -> None:
+def extract_archive(archive: Path, destination: Path, budget: ArchiveBudget = ArchiveBudget()) -> None:
     """Unpack `archive` into the existing folder `destination`, refusing any unsafe member.
 
     Raises:
@@ -78,16 +105,23 @@ def extract_archive(archive: Path, destination: Path) -> None:
                     reason = _check_zip_member(info)
                     if reason:
                         raise DownloadError(f"{archive}: refusing to extract member {info.filename!r}: {reason}")
+                budget.check(archive, [info.file_size for info in bundle.infolist()])
                 bundle.extractall(destination)
             return
         if not hasattr(tarfile, "data_filter"):
             raise DownloadError(f"{archive}: this Python lacks tarfile's 'data' filter; use Python 3.10.12+ or 3.11.4+")
         with tarfile.open(archive) as bundle:
-            for member in bundle.getmembers():
+            members = []
+            for member in bundle:  # headers one by one: a 100k-member archive stops at the limit
+                members.append(member)
+                if len(members) > budget.max_members:
+                    budget.check(archive, [m.size for m in members])
+            for member in members:
                 reason = _check_tar_member(member)
                 if reason:
                     raise DownloadError(f"{archive}: refusing to extract member {member.name!r}: {reason}")
-            bundle.extractall(destination, filter="data")
+            budget.check(archive, [m.size for m in members if m.isfile()])
+            bundle.extractall(destination, members=members, filter="data")
     except tarfile.FilterError as error:
         raise DownloadError(f"{archive}: refusing to extract: {error}") from None
     except (tarfile.TarError, zipfile.BadZipFile, EOFError) as error:

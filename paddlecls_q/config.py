@@ -11,12 +11,45 @@ import difflib
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from paddlecls_q.errors import ConfigError
+from paddlecls_q.errors import ConfigError, InputError
+from paddlecls_q.fsutil import MAX_CONFIG_BYTES, checked_path, read_bounded
+
+# A YAML document may expand to at most this many nodes once aliases are followed ("billion laughs").
+MAX_YAML_NODES = 100_000
+MAX_ECHO_CHARS = 80
+MAX_IMAGE_SIDE = 8192
+
+# The value-bounds table: every count, size and seed a config or flag may give is one of these.
+MAX_THREADS = 256
+MAX_BATCH_SIZE = 4096
+MAX_COUNT = 10**9
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+Threads = Annotated[int, Field(ge=1, le=MAX_THREADS)]
+BatchSize = Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)]
+Count = Annotated[int, Field(ge=1, le=MAX_COUNT)]
+QuantizableOp = Literal[
+    "conv2d",
+    "depthwise_conv2d",
+    "conv2d_transpose",
+    "mul",
+    "matmul",
+    "matmul_v2",
+    "elementwise_add",
+    "elementwise_mul",
+    "pool2d",
+    "concat",
+    "relu",
+    "relu6",
+    "leaky_relu",
+    "sigmoid",
+    "tanh",
+    "swish",
+]
 
 Backend = Literal["paddle", "ort", "openvino", "trt", "paddle-trt"]
 BACKENDS: tuple[Backend, ...] = ("paddle", "ort", "openvino", "trt", "paddle-trt")
@@ -24,6 +57,12 @@ GPU_BACKENDS: tuple[Backend, ...] = ("trt", "paddle-trt")
 Device = Literal["cpu", "gpu"]
 
 Model = TypeVar("Model", bound=BaseModel)
+
+
+def shorten(value: Any, limit: int = MAX_ECHO_CHARS) -> str:
+    """repr(value) cut to `limit` characters: every value echoed in an error line goes through this."""
+    text = repr(value) if not isinstance(value, str) or len(value) <= limit * 4 else repr(value[: limit * 4])
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def did_you_mean(word: str, candidates: list[str] | tuple[str, ...]) -> str:
@@ -36,14 +75,16 @@ def choice(value: str, allowed: tuple[str, ...], what: str) -> str:
     """Validate a CLI choice (case-insensitive) with a did-you-mean suggestion."""
     normalized = value.strip().strip("'\"").lower()
     if normalized not in allowed:
-        raise ConfigError(f"unknown {what} {value!r}{did_you_mean(normalized, allowed)}; choose from {', '.join(allowed)}")
+        raise ConfigError(
+            f"unknown {what} {value!r}{did_you_mean(normalized, allowed)}; choose from {', '.join(allowed)}"
+        )
     return normalized
 
 
 class StrictModel(BaseModel):
     """A config section: unknown keys are errors, values are validated, instances are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:
@@ -65,29 +106,55 @@ def validate(model: type[Model], data: Any, source: str) -> Model:
                 parent = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
             known = list(parent.model_fields) if parent is not None else []
             name = str(first["loc"][-1])
-            raise ConfigError(f"{source}: unknown key {key!r}{did_you_mean(name, known)}") from None
+            raise ConfigError(f"{source}: unknown key {shorten(key)}{did_you_mean(name, known)}") from None
         message = first["msg"].removeprefix("Value error, ")
         where = f"key {key!r}" if key else "value"
-        raise ConfigError(f"{source}: {where}: {message} (got {first.get('input')!r})") from None
+        raise ConfigError(f"{source}: {where}: {message[:200]} (got {shorten(first.get('input'))})") from None
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with yaml.safe_load; every failure is a ConfigError naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        text = read_bounded(path, MAX_CONFIG_BYTES, "YAML file").decode("utf-8")
+    except InputError as error:
+        raise ConfigError(str(error)) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid UTF-8 text") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None and _expanded_nodes(node, {}) > MAX_YAML_NODES:
+            raise ConfigError(f"{path}: YAML aliases expand to more than {MAX_YAML_NODES} nodes; refusing it")
+        data = loader.construct_document(node) if node is not None else None
+    except (yaml.YAMLError, RecursionError) as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}: not valid YAML{where}") from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
 
 
-_FRACTION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(?:/\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?))?\s*$")
+def _expanded_nodes(node: yaml.Node, memo: dict[int, int]) -> int:
+    """How many nodes `node` stands for with every alias expanded (shared nodes counted once per use)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = MAX_YAML_NODES + 1  # a node reached again while being counted: a cycle, refuse
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        total += sum(_expanded_nodes(child, memo) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total += sum(_expanded_nodes(k, memo) + _expanded_nodes(v, memo) for k, v in node.value)
+    memo[id(node)] = min(total, MAX_YAML_NODES + 1)
+    return memo[id(node)]
+
+
+_FRACTION = re.compile(
+    r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(?:/\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?))?\s*$"
+)
 
 
 def parse_scale(value: float | int | str) -> float:
@@ -116,8 +183,11 @@ class ResizeImageOp(StrictModel):
         if self.resize_short is None and self.size is None:
             raise ValueError("ResizeImage needs resize_short or size")
         sizes = [self.size] if isinstance(self.size, int) else list(self.size or [])
-        if any(s <= 0 for s in sizes):
-            raise ValueError(f"ResizeImage size must be positive, got {self.size}")
+        sizes += [self.resize_short] if self.resize_short is not None else []
+        if any(not 0 < s <= MAX_IMAGE_SIDE for s in sizes):
+            raise ValueError(
+                f"ResizeImage sizes must be between 1 and {MAX_IMAGE_SIDE}, got {self.size or self.resize_short}"
+            )
         return self
 
 
@@ -127,8 +197,9 @@ class CropImageOp(StrictModel):
     @field_validator("size")
     @classmethod
     def _positive(cls, size: int | tuple[int, int]) -> int | tuple[int, int]:
-        if min([size] if isinstance(size, int) else size) <= 0:
-            raise ValueError(f"CropImage size must be positive, got {size}")
+        sizes = [size] if isinstance(size, int) else list(size)
+        if any(not 0 < s <= MAX_IMAGE_SIDE for s in sizes):
+            raise ValueError(f"CropImage size must be between 1 and {MAX_IMAGE_SIDE}, got {size}")
         return size
 
 
@@ -177,7 +248,7 @@ class InferenceClsConfig(StrictModel):
 def _parse_transform_op(item: Any, index: int, source: str) -> StrictModel:
     if not isinstance(item, dict) or len(item) != 1:
         raise ConfigError(f"{source}: key 'PreProcess.transform_ops.{index}': expected one op name, got {item!r}")
-    (name, params), = item.items()
+    ((name, params),) = item.items()
     if name not in TRANSFORM_OPS:
         raise ConfigError(
             f"{source}: unsupported preprocessing op {name!r} in PreProcess.transform_ops"
@@ -214,7 +285,7 @@ class RuntimeOptions(StrictModel):
 
     backend: Backend = "ort"
     device: Device = "cpu"
-    threads: int = Field(default=1, ge=1, le=256)
+    threads: Threads = 1
     fp16: bool = False
     pinned_memory: bool = False
     cache_dir: Path | None = None
@@ -292,10 +363,10 @@ class QuantizeGlobal(StrictModel):
     input_list: tuple[str, ...] = ()
     qat_preprocess: str = "cls_image_preprocess"
     ptq_preprocess: str = "cls_image_preprocess"
-    qat_batch_size: int = Field(default=32, ge=1)
+    qat_batch_size: BatchSize = 32
     output_dir: Path | None = None
     keep_fp32_layers: tuple[str, ...] = ()
-    seed: int = 0
+    seed: Seed = 0
 
     @field_validator("format")
     @classmethod
@@ -347,7 +418,7 @@ class QuantAwareSection(StrictModel):
     activation_quantize_type: Literal["moving_average_abs_max", "range_abs_max", "abs_max"] = "moving_average_abs_max"
     weight_quantize_type: Literal["channel_wise_abs_max", "abs_max"] = "channel_wise_abs_max"
     not_quant_pattern: tuple[str, ...] = ("skip_quant",)
-    quantize_op_types: tuple[str, ...] = ("conv2d", "depthwise_conv2d")
+    quantize_op_types: tuple[QuantizableOp, ...] = ("conv2d", "depthwise_conv2d")
 
     @field_validator("onnx_format")
     @classmethod
@@ -362,12 +433,12 @@ class LearningRate(StrictModel):
 
     type: Literal["Constant", "CosineAnnealingDecay", "PiecewiseDecay", "ExponentialDecay", "StepDecay"] = "Constant"
     learning_rate: float | None = Field(default=None, gt=0)
-    T_max: int | None = Field(default=None, ge=1)
+    T_max: Count | None = None
     eta_min: float | None = Field(default=None, ge=0)
     boundaries: tuple[int, ...] | None = None
     values: tuple[float, ...] | None = None
     gamma: float | None = Field(default=None, gt=0)
-    step_size: int | None = Field(default=None, ge=1)
+    step_size: Count | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -410,15 +481,15 @@ class OptimizerBuilder(StrictModel):
 class QatTrainConfig(StrictModel):
     """FastDeploy's `TrainConfig`, plus the number of training images and BatchNorm freezing."""
 
-    train_iter: int | None = Field(default=None, ge=1)
-    epochs: int | None = Field(default=None, ge=1)
+    train_iter: Count | None = None
+    epochs: Count | None = None
     learning_rate: LearningRate = LearningRate(learning_rate=1e-4)
     optimizer_builder: OptimizerBuilder = OptimizerBuilder()
-    eval_iter: int = Field(default=1000, ge=1)
-    logging_iter: int = Field(default=10, ge=1)
+    eval_iter: Count = 1000
+    logging_iter: Count = 10
     origin_metric: float | None = None
     target_metric: float | None = None
-    train_images: int | None = Field(default=None, ge=1)
+    train_images: Count | None = None
     freeze_bn: bool = True
 
     @model_validator(mode="after")
@@ -433,12 +504,12 @@ class PtqSection(StrictModel):
 
     calibration_method: str = "avg"
     skip_tensor_list: tuple[str, ...] = ()
-    calibration_images: int | None = Field(default=None, ge=1)  # None: every image in the folder
-    batch_size: int = Field(default=32, ge=1)
+    calibration_images: Count | None = None  # None: every image in the folder
+    batch_size: BatchSize = 32
     hist_percent: float = Field(default=0.999, gt=0, le=1)
     bias_correction: bool = False
     weight_quantize_type: Literal["channel_wise_abs_max", "abs_max"] = "channel_wise_abs_max"
-    quantize_op_types: tuple[str, ...] = (
+    quantize_op_types: tuple[QuantizableOp, ...] = (
         "conv2d",
         "depthwise_conv2d",
         "conv2d_transpose",
@@ -470,11 +541,11 @@ class AccuracySection(StrictModel):
     eval_list: Path | None = None
     max_drop: float = Field(default=1.0, ge=0)
     engines: tuple[Literal["paddle", "ort", "openvino"], ...] = ACCURACY_ENGINES
-    limit: int | None = Field(default=None, ge=1)
-    batch_size: int = Field(default=32, ge=1)
-    threads: int | None = Field(default=None, ge=1)
-    max_fp32_layers: int = Field(default=8, ge=1)
-    sensitivity_images: int = Field(default=64, ge=1)
+    limit: Count | None = None
+    batch_size: BatchSize = 32
+    threads: Threads | None = None
+    max_fp32_layers: Count = 8
+    sensitivity_images: Count = 64
 
 
 class QuantizeConfig(StrictModel):
@@ -509,20 +580,20 @@ class QuantizeConfig(StrictModel):
         return folder
 
 
-def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+def _resolve_paths(data: dict[str, Any], base: Path, source: str) -> dict[str, Any]:
     """A relative path is taken from the config's folder; an input path that isn't there, from the working directory.
 
     The fallback is what FastDeploy's configs need (`./ResNet50_vd_infer/` beside the command, not the file).
     """
 
     def resolve(key: str, value: Any) -> Any:
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str):
             return value
-        path = Path(value).expanduser()
+        path = checked_path(value, f"{source}: key {key!r}").expanduser()
         if path.is_absolute():
             return str(path.resolve())
         beside_config = (base / path).resolve()
-        if key != "output_dir" and not beside_config.exists() and (Path.cwd() / path).exists():
+        if not key.endswith("output_dir") and not beside_config.exists() and (Path.cwd() / path).exists():
             return str((Path.cwd() / path).resolve())
         return str(beside_config)
 
@@ -532,7 +603,10 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         ("accuracy", ("eval_list",)),
     ):
         if isinstance(data.get(section), dict):
-            data[section] = {**data[section], **{k: resolve(k, v) for k, v in data[section].items() if k in keys}}
+            data[section] = {
+                **data[section],
+                **{k: resolve(f"{section}.{k}", v) for k, v in data[section].items() if k in keys},
+            }
     return data
 
 
@@ -547,4 +621,4 @@ def load_quantize_config(
 
     path = Path(path)
     data = translate(load_yaml(path), str(path), on_warning, calibration)
-    return validate(QuantizeConfig, _resolve_paths(data, path.resolve().parent), str(path))
+    return validate(QuantizeConfig, _resolve_paths(data, path.resolve().parent, str(path)), str(path))

@@ -6,15 +6,14 @@ every layout can be exercised on real, offline data.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Literal
 
 from paddlecls_q.errors import ConfigError, InputError
+from paddlecls_q.fsutil import AlreadyExistsError, checked_path, publish, remove_stale, staging_name
 from paddlecls_q.preprocess.image_io import IMAGE_SUFFIXES
 
 VAL_LIST = "val_list.txt"
@@ -213,7 +212,7 @@ class WrittenDataset:
 
 
 def write_fashion_mnist(
-    out: Path,
+    out: str | Path,
     split: FashionSplit = "test",
     limit: int | None = None,
     force: bool = False,
@@ -232,7 +231,7 @@ def write_fashion_mnist(
 
     from paddlecls_q import fashion_mnist
 
-    out = Path(out)
+    out = checked_path(out, "--out")
     if split not in ("test", "train", "both"):
         raise ConfigError(f"unknown split {split!r}; choose from test, train, both")
     if limit is not None and limit < 1:
@@ -247,7 +246,9 @@ def write_fashion_mnist(
         images, labels = fashion_mnist.load_split(name, **({"root": idx_dir} if idx_dir is not None else {}))
         loaded[name] = (images[:limit], labels[:limit]) if limit is not None else (images, labels)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    remove_stale(out)
+    staging = staging_name(out)
+    staging.mkdir()
     try:
         counts: dict[str, int] = {}
         lists: list[Path] = []
@@ -270,24 +271,11 @@ def write_fashion_mnist(
             lists.append(out / _LIST_OF_SPLIT[name])
         label_lines = "".join(f"{i} {name}\n" for i, name in enumerate(fashion_mnist.CLASS_NAMES))
         (staging / LABEL_LIST).write_text(label_lines, encoding="utf-8")
-        os.chmod(staging, 0o755)  # mkdtemp makes it 0700
-        _replace_folder(staging, out)
+        publish(staging, out, force=force)  # checked again here: a folder that appeared meanwhile is kept
+    except AlreadyExistsError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise InputError(f"{out}: appeared while the data was written; not replacing it without --force") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return WrittenDataset(folder=out, images=counts, lists=lists)
-
-
-def _replace_folder(new: Path, target: Path) -> None:
-    """Rename `new` to `target`; an existing `target` is moved aside first and removed only after."""
-    if not target.exists():
-        os.replace(new, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-    os.replace(target, old / target.name)
-    try:
-        os.replace(new, target)
-    except OSError:
-        os.replace(old / target.name, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

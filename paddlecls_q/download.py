@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
+import logging
+import math
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,13 +28,18 @@ from urllib.request import url2pathname
 import httpx
 
 from paddlecls_q import __version__
-from paddlecls_q.archive import extract_archive, unsafe_path
+from paddlecls_q.archive import ArchiveBudget, extract_archive, unsafe_path
 from paddlecls_q.config import load_yaml
 from paddlecls_q.errors import ConfigError, DownloadError, ModelFormatError
+from paddlecls_q.fsutil import AlreadyExistsError, checked_path, publish, remove_stale, sha256_file, staging_name
 from paddlecls_q.model_files import INFERENCE_CLS_YAML, find_model_files
 from paddlecls_q.registry import DEFAULT_HOST, ModelEntry, cache_home, get_model
 
+logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO "HTTP Request" line is not ours to print
+
 MIRROR_ENV = "PADDLECLS_Q_MIRROR"
+MAX_RETRIES = 20
+MAX_BACKOFF_S = 60.0
 MANIFEST_NAME = "manifest.json"
 CHUNK_BYTES = 1 << 16
 VARIANTS = ("fp32", "quantized")
@@ -50,12 +55,33 @@ ProgressCallback = Callable[[str, int, int | None], None]
 
 @dataclass(frozen=True)
 class HttpSettings:
-    """Timeouts and retry policy; retries wait backoff_s, 2*backoff_s, 4*backoff_s, ..."""
+    """Timeouts and retry policy; retries wait backoff_s, 2*backoff_s, 4*backoff_s, ... (at most MAX_BACKOFF_S).
+
+    A download also fails when it takes longer than `deadline_s` in all, or when, after the first
+    `min_rate_window_s`, fewer than `min_rate_bytes_s` bytes a second arrive (a trickling server).
+    """
 
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 30.0
     retries: int = 4
     backoff_s: float = 1.0
+    deadline_s: float = 6 * 3600.0
+    min_rate_bytes_s: float = 1024.0
+    min_rate_window_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout_s", "read_timeout_s", "deadline_s", "min_rate_window_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 < value <= 7 * 86400):
+                raise ConfigError(
+                    f"{name.removesuffix('_s')}: must be a finite number of seconds in (0, 604800], got {value!r}"
+                )
+        if not (0 <= self.retries <= MAX_RETRIES):
+            raise ConfigError(f"--retries must be between 0 and {MAX_RETRIES}, got {self.retries}")
+        if not (math.isfinite(self.backoff_s) and self.backoff_s >= 0):
+            raise ConfigError(f"backoff must be a finite number of seconds >= 0, got {self.backoff_s!r}")
+        if not (math.isfinite(self.min_rate_bytes_s) and self.min_rate_bytes_s >= 0):
+            raise ConfigError(f"minimum rate must be a finite number >= 0, got {self.min_rate_bytes_s!r}")
 
 
 @dataclass(frozen=True)
@@ -82,6 +108,10 @@ class _Retryable(Exception):
     """A failure worth another attempt (server error, short body)."""
 
 
+class _TooSlow(Exception):
+    """The overall deadline passed or the transfer rate fell below the minimum: no more attempts."""
+
+
 def resolve_url(url: str, mirror: str | None = None) -> str:
     """`url` with the default host replaced by `mirror` or $PADDLECLS_Q_MIRROR (a URL or a local folder)."""
     mirror = mirror or os.environ.get(MIRROR_ENV)
@@ -90,14 +120,6 @@ def resolve_url(url: str, mirror: str | None = None) -> str:
     if "://" not in mirror:
         mirror = Path(mirror).expanduser().resolve().as_uri()
     return mirror.rstrip("/") + url[len(DEFAULT_HOST) :]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def manifest_path() -> Path:
@@ -162,7 +184,15 @@ def _content_range_start(response: httpx.Response) -> int:
     return int(match.group(1)) if match else -1
 
 
-def _fetch_once(client: httpx.Client, url: str, partial: Path, label: str, progress: ProgressCallback | None) -> None:
+def _fetch_once(
+    client: httpx.Client,
+    url: str,
+    partial: Path,
+    label: str,
+    progress: ProgressCallback | None,
+    settings: HttpSettings,
+    started: float,
+) -> None:
     """One GET, appending to `partial` from where it stops; raises _Retryable if the body came up short."""
     offset = partial.stat().st_size if partial.exists() else 0
     headers = {"Range": f"bytes={offset}-"} if offset else {}
@@ -170,7 +200,7 @@ def _fetch_once(client: httpx.Client, url: str, partial: Path, label: str, progr
         status = response.status_code
         if status == 416 and offset:  # the partial file is as long as the file or longer: start over
             partial.unlink()
-            return _fetch_once(client, url, partial, label, progress)
+            return _fetch_once(client, url, partial, label, progress, settings, started)
         if status in (408, 429) or status >= 500:
             raise _Retryable(f"HTTP {status} {response.reason_phrase}")
         if not response.is_success:
@@ -183,14 +213,26 @@ def _fetch_once(client: httpx.Client, url: str, partial: Path, label: str, progr
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else None
         done = offset
+        attempt_started = time.monotonic()
         with partial.open("ab" if offset else "wb") as handle:
             for chunk in response.iter_raw():  # unbuffered: bytes before a dropped connection are kept
                 handle.write(chunk)
                 done += len(chunk)
+                _check_pace(settings, started, attempt_started, done - offset)
                 if progress:
                     progress(label, done, total)
     if total is not None and done < total:
         raise _Retryable(f"connection closed after {done} of {total} bytes")
+
+
+def _check_pace(settings: HttpSettings, started: float, attempt_started: float, received: int) -> None:
+    """Raise _TooSlow past the overall deadline, or when this attempt's average rate is below the minimum."""
+    now = time.monotonic()
+    if now - started > settings.deadline_s:
+        raise _TooSlow(f"took longer than the {settings.deadline_s:g} s deadline")
+    elapsed = now - attempt_started
+    if elapsed > settings.min_rate_window_s and received / elapsed < settings.min_rate_bytes_s:
+        raise _TooSlow(f"too slow: {received / elapsed:.0f} B/s, under the minimum {settings.min_rate_bytes_s:g} B/s")
 
 
 def _fetch_http(url: str, partial: Path, label: str, settings: HttpSettings, progress: ProgressCallback | None) -> None:
@@ -198,13 +240,17 @@ def _fetch_http(url: str, partial: Path, label: str, settings: HttpSettings, pro
     headers = {"User-Agent": f"paddlecls-q/{__version__}", "Accept-Encoding": "identity"}
     attempts = settings.retries + 1
     problem = ""
+    started = time.monotonic()
     with httpx.Client(timeout=timeout, headers=headers, follow_redirects=True) as client:
         for attempt in range(attempts):
             if attempt:
-                time.sleep(settings.backoff_s * 2 ** (attempt - 1))
+                time.sleep(min(settings.backoff_s * 2 ** min(attempt - 1, 30), MAX_BACKOFF_S))
             try:
-                _fetch_once(client, url, partial, label, progress)
+                _fetch_once(client, url, partial, label, progress, settings, started)
                 return
+            except _TooSlow as error:
+                problem = str(error)
+                break
             except _Retryable as error:
                 problem = str(error)
             except httpx.TimeoutException:
@@ -214,7 +260,7 @@ def _fetch_http(url: str, partial: Path, label: str, settings: HttpSettings, pro
             except httpx.TransportError as error:
                 problem = f"network error: {str(error) or type(error).__name__}"
     resume = f"; run again to resume from {partial}" if partial.exists() and partial.stat().st_size else ""
-    raise DownloadError(f"{url}: {problem} (gave up after {attempts} attempts){resume}")
+    raise DownloadError(f"{url}: {problem} (gave up after {attempt + 1} attempts){resume}")
 
 
 def _copy_local(url: str, partial: Path, label: str, progress: ProgressCallback | None) -> None:
@@ -314,29 +360,28 @@ def _copy_fp32_config(entry: ModelEntry, unpacked: Path, fp32_folder: Path) -> t
     return tuple(copied)
 
 
-def _install(archive: Path, folder: Path, fill_in: Callable[[Path], tuple[str, ...]]) -> tuple[str, ...]:
-    """Unpack into a hidden folder next to `folder`, check it is a model, then rename it into place."""
-    for stale in folder.parent.glob(f".{folder.name}.partial-*"):  # left by a killed run
-        _remove(stale)
+def _install(
+    archive: Path, folder: Path, fill_in: Callable[[Path], tuple[str, ...]], force: bool, budget: ArchiveBudget
+) -> tuple[str, ...]:
+    """Unpack into a hidden folder next to `folder`, check it is a model, then publish it (no-replace without `force`)."""
+    remove_stale(folder)  # left by a killed run
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+        staging = staging_name(folder)
+        staging.mkdir()
     except OSError as error:
         raise DownloadError(f"{folder.parent}: cannot write: {error.strerror or error}") from None
     try:
-        extract_archive(archive, staging)
+        extract_archive(archive, staging, budget)
         unpacked = _top_folder(staging, folder.name)
         try:
             find_model_files(unpacked)
         except ModelFormatError as error:
             raise DownloadError(f"{archive}: does not unpack to a loadable model ({error})") from None
         copied = fill_in(unpacked)
-        old = folder.with_name(f".{folder.name}.partial-old")
-        if folder.exists() or folder.is_symlink():
-            _remove(old)
-            os.replace(folder, old)
-        os.replace(unpacked, folder)
-        _remove(old)
+        publish(unpacked, folder, force=force)
         return copied
+    except AlreadyExistsError:
+        raise DownloadError(f"{folder}: already exists; not replacing it without --force") from None
     except OSError as error:
         raise DownloadError(f"{archive}: installing into {folder} failed: {error.strerror or error}") from None
     finally:
@@ -353,6 +398,7 @@ def download_model(
     sha256: str | None = None,
     settings: HttpSettings = HttpSettings(),
     progress: ProgressCallback | None = None,
+    budget: ArchiveBudget = ArchiveBudget(),
 ) -> DownloadResult:
     """Make the FP32 or quantized model of `name` ready at `registry.model_dir(name, quantized)` (or `dest/<folder>`).
 
@@ -369,7 +415,7 @@ def download_model(
         raise ConfigError(f"--sha256 must be 64 hex digits, got {sha256!r}")
     url = resolve_url(artifact.url, mirror)
     filename = artifact.url.rsplit("/", 1)[-1]
-    parent = Path(dest).expanduser() if dest else cache_home() / "models"
+    parent = checked_path(dest, "--dest") if dest is not None else cache_home() / "models"
     folder = parent / artifact.folder
     archive = cache_home() / "downloads" / filename
     _make_dirs(parent)
@@ -383,11 +429,12 @@ def download_model(
             expected, source = artifact.sha256.lower(), "registry"
         else:
             expected, source = recorded, "tofu-verified" if recorded else "tofu-recorded"
-        if force:
-            _remove(archive)
+        if force:  # the cached archive stays until a new one is verified (fetch renames over it)
             _remove(archive.with_name(archive.name + ".part"))
         action = "cached"
-        if archive.exists():
+        if archive.exists() and not archive.is_file():
+            raise DownloadError(f"{archive}: the cached archive is not a regular file; remove it")
+        if archive.exists() and not force:
             digest = sha256_file(archive)
             if expected and digest != expected:
                 _remove(archive)
@@ -398,19 +445,27 @@ def download_model(
         else:
             digest = fetch(url, archive, expected_sha256=expected, settings=settings, progress=progress)
             action = "downloaded"
-        if recorded != digest:
-            _record_hash(filename, url, digest, archive.stat().st_size)
 
         def fill_in(unpacked: Path) -> tuple[str, ...]:
             if not quantized or (unpacked / INFERENCE_CLS_YAML).is_file():
                 return ()
-            fp32 = download_model(entry.name, dest=dest, mirror=mirror, settings=settings, progress=progress)
+            fp32 = download_model(
+                entry.name, dest=dest, mirror=mirror, settings=settings, progress=progress, budget=budget
+            )
             return _copy_fp32_config(entry, unpacked, fp32.folder)
 
         copied: tuple[str, ...] = ()
         if force or action == "downloaded" or not _is_complete(folder, quantized):
-            copied = _install(archive, folder, fill_in)
+            try:
+                # The cache's models/ is ours to rebuild; a folder under --dest is the user's: kept unless --force.
+                copied = _install(archive, folder, fill_in, force or dest is None, budget)
+            except DownloadError:
+                if source == "tofu-recorded":  # never trusted: the next run fetches it again
+                    _remove(archive)
+                raise
             action = "downloaded" if action == "downloaded" else "unpacked"
+        if recorded != digest:  # trust on first use records only an archive that verified and unpacked
+            _record_hash(filename, url, digest, archive.stat().st_size)
     return DownloadResult(
         model=entry.name,
         variant=variant,

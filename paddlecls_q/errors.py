@@ -1,6 +1,10 @@
 """Typed domain errors; the CLI turns each into one red line and its exit code."""
 
 
+class InputWarning(UserWarning):
+    """A silent wrong answer is likely (a truncated image, ...); the CLI prints it as one warning line."""
+
+
 class PaddleClsQError(Exception):
     """Base of every error a user can cause; `exit_code` is what the CLI exits with."""
 

@@ -348,6 +348,11 @@ def evaluate_models(
 
 def compare(reference: EvalResult, candidate: EvalResult, dataset: Dataset) -> Comparison:
     """Accuracy drop (points) from `reference` (FP32) to `candidate` (INT8) and the images whose top-1 changed."""
+    if reference.model_classes and candidate.model_classes and reference.model_classes != candidate.model_classes:
+        raise ConfigError(
+            f"--compare: {reference.model_dir} has {reference.model_classes} classes but {candidate.model_dir} has "
+            f"{candidate.model_classes}; an accuracy difference between them means nothing"
+        )
     if len(reference.predictions) != len(dataset) or len(candidate.predictions) != len(dataset):
         raise ValueError("both results must come from evaluating the same data set")
     changed: list[ChangedImage] = []

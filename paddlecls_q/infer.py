@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from paddlecls_q import registry
-from paddlecls_q.config import InferenceClsConfig, RuntimeOptions, load_inference_cls_yaml
+from paddlecls_q.config import InferenceClsConfig, RuntimeOptions, load_inference_cls_yaml, shorten
 from paddlecls_q.errors import ConfigError, InputError
+from paddlecls_q.fsutil import MAX_CONFIG_BYTES, read_bounded
 from paddlecls_q.model_files import ModelFiles, find_model_files, require_inference_cls_yaml
 from paddlecls_q.postprocess import to_probabilities, top_k
 from paddlecls_q.preprocess import build_preprocessor, read_image
@@ -42,27 +43,44 @@ def resolve_model_dir(model_dir: Path | None, model: str | None, quantized: bool
 def read_label_file(path: Path) -> dict[int, str]:
     """PaddleClas label list: `<class id> <name>` per line."""
     labels: dict[int, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = read_bounded(path, MAX_CONFIG_BYTES, "label file").decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: label file is not UTF-8 text") from None
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         class_id, _, name = line.strip().partition(" ")
-        if not class_id.isdigit():
-            raise ConfigError(f"{path}: line {number}: expected '<class id> <name>', got {line.strip()!r}")
+        if not (class_id.isascii() and class_id.isdigit() and len(class_id) <= 9):
+            # The line itself is not echoed: the file may be anything the yaml pointed at.
+            raise ConfigError(f"{path}: line {number}: expected '<class id> <name>' with a class id below 10^9")
         labels[int(class_id)] = name.strip()
     return labels
 
 
-def find_label_file(config: InferenceClsConfig, folder: Path, label_file: Path | None, num_classes: int) -> Path | None:
-    """`--label-file`, else the yaml's class_id_map_file (beside the model), else ImageNet's for 1000 classes."""
+def find_label_file(
+    config: InferenceClsConfig, folder: Path, label_file: Path | None, num_classes: int, warn: list[str] | None = None
+) -> Path | None:
+    """`--label-file`, else the yaml's class_id_map_file (inside the model folder), else ImageNet's for 1000 classes.
+
+    A class_id_map_file that is missing or points outside the model folder adds a line to `warn`.
+    """
     if label_file is not None:
         if not label_file.is_file():
             raise InputError(f"{label_file}: label file not found")
         return label_file
     if config.class_id_map_file:
         named = Path(config.class_id_map_file)
+        inside = folder.resolve()
         for candidate in (folder / named, folder / named.name):
-            if candidate.is_file():
-                return candidate
+            resolved = candidate.resolve()
+            if resolved.is_relative_to(inside) and resolved.is_file():
+                return resolved
+        if warn is not None:
+            warn.append(
+                f"{config.source}: PostProcess.Topk.class_id_map_file {shorten(config.class_id_map_file)} is not a "
+                f"file inside {folder}; showing no labels (give --label-file)"
+            )
     if num_classes == 1000:
         return registry.IMAGENET_LABEL_FILE
     return None
@@ -78,10 +96,11 @@ class Classifier:
         self.runtime: Runtime = create_runtime(self.files, options)
         self._label_file_option = label_file
         self._labels: dict[int, str] | None = None
+        self.warnings: list[str] = []
 
     def labels_for(self, num_classes: int) -> dict[int, str]:
         if self._labels is None:
-            path = find_label_file(self.config, self.files.folder, self._label_file_option, num_classes)
+            path = find_label_file(self.config, self.files.folder, self._label_file_option, num_classes, self.warnings)
             self._labels = read_label_file(path) if path else {}
         return self._labels
 

@@ -507,6 +507,12 @@ def test_cli_json_and_files(model_pair: tuple[Path, Path], tmp_path: Path) -> No
     assert table.exit_code == 0 and "Runtime Benchmark" in table.stdout
     csv_text = invoke("--from-json", str(saved), "--format", "csv")
     assert csv_text.stdout.startswith(",".join(report.CSV_COLUMNS))
+    before = saved.read_bytes()
+    clobber = invoke("--from-json", str(saved), "--format", "markdown", "--output", str(saved))  # its own input
+    assert clobber.exit_code == 2 and "already exists; pass --force" in clobber.output
+    assert saved.read_bytes() == before
+    forced = invoke("--from-json", str(saved), "--format", "json", "--output", str(saved), "--force")
+    assert forced.exit_code == 0, forced.output
 
 
 def test_cli_entry_point_in_a_subprocess(model_pair: tuple[Path, Path]) -> None:

@@ -234,7 +234,9 @@ def test_tofu_detects_a_changed_file_on_the_server(tmp_path: Path, release: Path
             handle.write(b"\0" * 512)
         with pytest.raises(DownloadError, match="sha256 mismatch"):
             get(server, force=True)
-    assert not (home / "downloads" / RESNET_FP32).exists()
+    assert not (home / "downloads" / (RESNET_FP32 + ".part")).exists()
+    # --force deletes the verified cached archive only once a new one has verified: it is still there.
+    assert sha256(home / "downloads" / RESNET_FP32) == read_manifest()[RESNET_FP32]["sha256"]
 
 
 def test_archive_that_is_not_a_model_leaves_nothing_that_looks_complete(tmp_path: Path, tiny_model: Path, home: Path):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
+import signal
 import sys
+import threading
+import warnings
 from typing import Any, Callable
 
 import typer
@@ -17,9 +21,10 @@ try:  # typer 0.2x ships its own copy of click
     from typer._click.exceptions import ClickException, UsageError
 except ImportError:  # older typer runs on click itself
     from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
+from rich.text import Text
 
 from paddlecls_q.config import BACKENDS, RuntimeOptions, choice, validate
-from paddlecls_q.errors import PaddleClsQError
+from paddlecls_q.errors import InputWarning, PaddleClsQError
 
 
 
@@ -35,7 +40,7 @@ class OneLineErrors(TyperGroup):
             if type(error).__name__ == "NoArgsIsHelpError":  # `paddlecls-q` alone: the help text
                 error.show()
             else:
-                err_console.print(f"[bold red]error:[/] {escape(error.format_message())}", highlight=False, soft_wrap=True)
+                error_line(error.format_message().replace("\n", " "))
             if not standalone_mode:
                 raise
             sys.exit(error.exit_code)
@@ -63,8 +68,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     epilog="Example: paddlecls-q demo   ·   shell completion: paddlecls-q --install-completion",
 )
-console = Console()
-err_console = Console(stderr=True)
+# Markup and emoji codes off: file names, labels and yaml text are user-controlled, so no string is ever
+# parsed as markup; styles come only from `styled`.
+console = Console(markup=False, emoji=False)
+err_console = Console(stderr=True, markup=False, emoji=False)
 
 
 def _print_version(value: bool) -> None:
@@ -87,6 +94,40 @@ def _main(
 JSON_SCHEMA_VERSION = 1
 
 
+def styled(label: str, style: str, text: object = "") -> Text:
+    """`label` in `style`, then `text` verbatim: the one way CLI output is coloured."""
+    return Text.assemble((label, style), " " if text != "" else "", str(text))
+
+
+def error_line(text: object) -> None:
+    err_console.print(styled("error:", "bold red", text), highlight=False, soft_wrap=True)
+
+
+def os_error_text(error: OSError) -> str:
+    """One line for a filesystem failure: the path(s) and the system's reason."""
+    reason = error.strerror or errno.errorcode.get(error.errno or 0) or str(error)
+    where = ": ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
+    return f"{where}: {reason}" if where else reason
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an exception so that every `finally`/cleanup of the command runs."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    if issubclass(category, InputWarning):
+        err_console.print(styled("warning:", "yellow", message), highlight=False, soft_wrap=True)
+    else:
+        _default_show_warning(message, category, *args, **kwargs)
+
+
+_default_show_warning = warnings.showwarning
+
+
 def command(
     name: str | None = None, *, group: typer.Typer | None = None, **kwargs: Any
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -95,13 +136,22 @@ def command(
     def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(function)
         def wrapper(*args: Any, **inner: Any) -> Any:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, _raise_terminated)
+            warnings.showwarning = _show_warning
             try:
                 return function(*args, **inner)
             except PaddleClsQError as error:
-                err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+                error_line(error)
                 raise typer.Exit(error.exit_code) from None
+            except OSError as error:  # disk full, read-only, a file where a folder should be, ...
+                error_line(os_error_text(error))
+                raise typer.Exit(2) from None
+            except Terminated:
+                err_console.print(styled("terminated", "bold red"))
+                raise typer.Exit(143) from None
             except KeyboardInterrupt:
-                err_console.print("[bold red]interrupted[/]")
+                err_console.print(styled("interrupted", "bold red"))
                 raise typer.Exit(130) from None
 
         return (group or app).command(name, **kwargs)(wrapper)
@@ -185,4 +235,4 @@ def dropped_note(dropped: list[str], detail: str = "--json") -> None:
     """One dim line naming the columns a narrow terminal hid, and where to see them."""
     if dropped:
         names = ", ".join(header.replace("\n", " ") for header in dropped)
-        console.print(f"[dim]hidden at {console.width} columns: {names} (see {detail})[/]", highlight=False)
+        console.print(styled(f"hidden at {console.width} columns: {names} (see {detail})", "dim"), highlight=False)

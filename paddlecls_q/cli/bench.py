@@ -13,7 +13,8 @@ from rich.table import Table
 
 from paddlecls_q import bench, chart, registry, report
 from paddlecls_q.bench import BenchModels, BenchResult, BenchSettings
-from paddlecls_q.cli.app import JSON_SCHEMA_VERSION, command, console, dropped_note, err_console, fit_table, print_json
+from paddlecls_q.cli.app import JSON_SCHEMA_VERSION, command, console, dropped_note, err_console, fit_table, print_json, styled
+from paddlecls_q.fsutil import checked_path, write_new_file
 from paddlecls_q.config import BACKENDS, choice
 from paddlecls_q.errors import BackendUnavailableError, ConfigError
 from paddlecls_q.registry import PRECISION_MODES
@@ -59,8 +60,10 @@ def bench_command(
     ),
     output_format: Annotated[str, typer.Option("--format", help=f"Output: {', '.join(FORMATS)}.")] = "table",
     output: Annotated[
-        Path | None, typer.Option("--output", help="Write the output to this file instead of stdout.")
+        str | None,
+        typer.Option("--output", help="Write the output to this file instead of stdout (new file; see --force)."),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --output file.")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Also draw a PNG chart here.")] = None,
     schedule: Annotated[
         str,
@@ -105,8 +108,8 @@ def bench_command(
             raise BackendUnavailableError(f"nothing could run: {reasons}")
         results = [result]
         for warning in result.warnings:
-            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
-    _write(results, output_format, output, title)
+            err_console.print(styled("warning:", "yellow", warning), highlight=False, soft_wrap=True)
+    _write(results, output_format, checked_path(output, "--output") if output is not None else None, title, force)
     if plot is not None:
         chart.plot(results, plot)
         err_console.print(f"chart written to {plot}", highlight=False)
@@ -131,7 +134,7 @@ def _measure(models: BenchModels, settings: BenchSettings) -> BenchResult:
         return bench.run_benchmark(models, settings, progress=advance)
 
 
-def _write(results: list[BenchResult], output_format: str, output: Path | None, title: str | None) -> None:
+def _write(results: list[BenchResult], output_format: str, output: Path | None, title: str | None, force: bool) -> None:
     if output_format == "table" and output is None:
         for renderable in report.render_rich(results):
             dropped = fit_table(renderable, NARROW_DROP_ORDER) if isinstance(renderable, Table) else []
@@ -146,7 +149,7 @@ def _write(results: list[BenchResult], output_format: str, output: Path | None, 
     elif output_format == "csv":
         text = report.render_csv(results)
     elif output_format == "table":  # the console tables as plain text
-        recorder = Console(record=True, width=200, file=io.StringIO())
+        recorder = Console(record=True, width=200, file=io.StringIO(), markup=False, emoji=False)
         for renderable in report.render_rich(results):
             recorder.print(renderable)
         text = recorder.export_text()
@@ -155,6 +158,5 @@ def _write(results: list[BenchResult], output_format: str, output: Path | None, 
     if output is None:
         typer.echo(text, nl=False)
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text, encoding="utf-8")
+    write_new_file(output, text.encode("utf-8"), force)
     err_console.print(f"{output_format} written to {output}", highlight=False)

@@ -19,7 +19,7 @@ app.add_typer(data_app, name="data")
 
 @command("fashion-mnist", group=data_app, epilog="Example: paddlecls-q data fashion-mnist --out out/data/fashion_mnist --split both")
 def fashion_mnist_command(
-    out: Annotated[Path, typer.Option("--out", help="Folder to create (images/, val_list.txt, label_list.txt).")],
+    out: Annotated[str, typer.Option("--out", help="Folder to create (images/, val_list.txt, label_list.txt).")],
     split: Annotated[str, typer.Option("--split", help="test (10k, val_list.txt), train (60k) or both.")] = "test",
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N images of each split.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace DIR if it exists.")] = False,

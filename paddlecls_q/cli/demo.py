@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from paddlecls_q.cli.app import command, console, dropped_note, err_console, fitted_table, print_json
+from paddlecls_q.cli.app import styled, command, console, dropped_note, err_console, fitted_table, print_json
 
 EXAMPLE = "Example: paddlecls-q demo   (what `make demo` runs; about a minute on 2 cores)"
 
@@ -40,8 +40,8 @@ def demo_command(
 
     def say(kind: str, text: str) -> None:
         if not as_json:
-            prefix = {"warning": "[yellow]warning:[/]", "reuse": "[cyan]reusing[/]"}.get(kind, "[cyan]·[/]")
-            err_console.print(f"{prefix} {text}", highlight=False, soft_wrap=True)
+            label, style = {"warning": ("warning:", "yellow"), "reuse": ("reusing", "cyan")}.get(kind, ("·", "cyan"))
+            err_console.print(styled(label, style, text), highlight=False, soft_wrap=True)
 
     result = run_demo(config_file or REPO_CONFIG, force=force, iters=iters, warmup=max(1, iters // 10), say=say)
     rows = result.rows()

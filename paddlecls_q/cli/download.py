@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -18,7 +17,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from paddlecls_q.cli.app import command, console, err_console, print_json
+from paddlecls_q.cli.app import command, console, err_console, print_json, styled
+from paddlecls_q.archive import ArchiveBudget
 from paddlecls_q.download import DownloadResult, HttpSettings, download, manifest_path
 from paddlecls_q.errors import ConfigError
 
@@ -42,7 +42,7 @@ def _summary(results: list[DownloadResult]) -> None:
         note = _HASH_NOTES[result.sha256_source].format(manifest=manifest_path())
         style = "yellow" if result.sha256_source == "tofu-recorded" else "green"
         console.print(f"{result.archive.name} sha256 {result.sha256}", highlight=False)
-        console.print(f"  [{style}]{note}[/]", highlight=False)
+        console.print(styled("  " + note, style), highlight=False)
         if result.copied_from_fp32:
             console.print(f"  copied {', '.join(result.copied_from_fp32)} from the FP32 model", highlight=False)
 
@@ -54,7 +54,7 @@ def download_command(
     fp32: Annotated[bool, typer.Option("--fp32", help="The FP32 model (the default).")] = False,
     all_variants: Annotated[bool, typer.Option("--all", help="Both the FP32 and the INT8 model.")] = False,
     dest: Annotated[
-        Path | None, typer.Option("--dest", metavar="DIR", help="Put the model folder under DIR, not in the cache.")
+        str | None, typer.Option("--dest", metavar="DIR", help="Put the model folder under DIR, not in the cache.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Fetch and unpack again even when cached.")] = False,
     mirror: Annotated[
@@ -68,6 +68,18 @@ def download_command(
     sha256: Annotated[str | None, typer.Option("--sha256", help="Pin the archive's sha256 (one variant only).")] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Connect and read timeout, seconds.")] = 30.0,
     retries: Annotated[int, typer.Option("--retries", min=0, help="Retries after a network error.")] = 4,
+    max_unpacked_mb: Annotated[
+        int, typer.Option("--max-unpacked-mb", min=1, help="Refuse an archive that unpacks to more than this.")
+    ] = ArchiveBudget().max_total_bytes >> 20,
+    max_members: Annotated[int, typer.Option("--max-members", min=1, help="Refuse an archive with more members.")] = (
+        ArchiveBudget().max_members
+    ),
+    max_ratio: Annotated[
+        float,
+        typer.Option(
+            "--max-ratio", min=1, help="Refuse an archive that unpacks to more than this many times its size."
+        ),
+    ] = ArchiveBudget().max_ratio,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")] = False,
 ) -> None:
     """Download a prebuilt model into the cache, verified and unpacked, ready for `infer --model NAME`."""
@@ -99,6 +111,7 @@ def download_command(
             sha256=sha256,
             settings=settings,
             progress=on_progress if bar else None,
+            budget=ArchiveBudget(max_unpacked_mb << 20, max_members, max_ratio),
         )
     if json_output:
         print_json("download", {"manifest": manifest_path(), "models": [_as_json(r) for r in results]})

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from paddlecls_q.cli.app import command, console, dropped_note, err_console, fitted_table, print_json, runtime_options
-from paddlecls_q.config import BACKENDS
+from paddlecls_q.cli.app import command, console, dropped_note, err_console, fitted_table, print_json, runtime_options, styled
+from paddlecls_q.config import BACKENDS, MAX_BATCH_SIZE
+from paddlecls_q.errors import ConfigError
 from paddlecls_q.infer import resolve_model_dir
 
 CHANGED_ROWS_SHOWN = 20
@@ -54,6 +56,11 @@ def eval_command(
     for name, value in (("--batch-size", batch_size), ("--topk", topk), ("--limit", limit), ("--workers", workers)):
         if value is not None and value < 1:
             raise typer.BadParameter("must be at least 1", param_hint=name)
+    most_workers = 2 * (os.cpu_count() or 1)  # decoders beyond that only cost memory
+    if batch_size > MAX_BATCH_SIZE:
+        raise ConfigError(f"--batch-size must be at most {MAX_BATCH_SIZE}, got {batch_size}")
+    if workers is not None and workers > most_workers:
+        raise ConfigError(f"--workers must be at most {most_workers} on this machine (2 x CPUs), got {workers}")
     folder = resolve_model_dir(model_dir, model)
     dataset = load_dataset(data, limit)
     progress = not as_json and err_console.is_terminal
@@ -107,13 +114,15 @@ def eval_command(
     dropped_note(dropped)
     for result in results:
         for message in result.unreadable[:10]:
-            console.print(f"[yellow]unreadable:[/] {message}", highlight=False)
+            console.print(styled("unreadable:", "yellow", message), highlight=False)
         if len(result.unreadable) > 10:
-            console.print(f"[yellow]... and {len(result.unreadable) - 10} more unreadable images (see --json)[/]")
+            console.print(
+                styled(f"... and {len(result.unreadable) - 10} more unreadable images (see --json)", "yellow")
+            )
     if comparison is None:
         return
     console.print(
-        f"top-1 drop: [bold]{comparison.top1_drop:+.2f}[/] points, top-{k} drop: {comparison.top5_drop:+.2f} points; "
+        f"top-1 drop: {comparison.top1_drop:+.2f} points, top-{k} drop: {comparison.top5_drop:+.2f} points; "
         f"top-1 changed on {len(comparison.changed)} images ({comparison.now_wrong} now wrong, "
         f"{comparison.now_right} now right)",
         highlight=False,

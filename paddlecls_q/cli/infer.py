@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from paddlecls_q.cli.app import command, console, print_json, runtime_options
+from paddlecls_q.cli.app import command, console, err_console, print_json, runtime_options, styled
 from paddlecls_q.config import BACKENDS
 from paddlecls_q.errors import ConfigError
 from paddlecls_q.infer import Classifier, resolve_model_dir
@@ -23,7 +23,9 @@ def infer_command(
     model: Annotated[Optional[str], typer.Option("--model", help="Registry model name (see `models`).")] = None,
     quantized: Annotated[bool, typer.Option("--quantized", help="With --model: the downloaded INT8 model.")] = False,
     backend: Annotated[str, typer.Option("--backend", help=f"Engine: {', '.join(BACKENDS)}.")] = "ort",
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu or gpu [default: gpu for trt/paddle-trt].")] = None,
+    device: Annotated[
+        Optional[str], typer.Option("--device", help="cpu or gpu [default: gpu for trt/paddle-trt].")
+    ] = None,
     threads: Annotated[int, typer.Option("--threads", help="CPU threads for the engine.")] = 1,
     topk: Annotated[Optional[int], typer.Option("--topk", help="Classes per image [default: the yaml's topk].")] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="GPU: let the engine run FP16 kernels.")] = False,
@@ -63,6 +65,8 @@ def infer_command(
         "engine_seconds": seconds,
         "images_per_s": len(predictions) / seconds if seconds > 0 else None,
     }
+    for warning in classifier.warnings:
+        err_console.print(styled("warning:", "yellow", warning), highlight=False, soft_wrap=True)
     if as_json:
         print_json(
             "infer",
@@ -78,8 +82,12 @@ def infer_command(
     for column in ("image", "rank", "class id", "score", "label"):
         table.add_column(column, justify="right" if column in ("rank", "class id", "score") else "left")
     for prediction in predictions:
-        for rank, (class_id, score, label) in enumerate(zip(prediction.class_ids, prediction.scores, prediction.labels), 1):
-            table.add_row(Path(prediction.image).name if rank == 1 else "", str(rank), str(class_id), f"{score:.5f}", label)
+        for rank, (class_id, score, label) in enumerate(
+            zip(prediction.class_ids, prediction.scores, prediction.labels), 1
+        ):
+            table.add_row(
+                Path(prediction.image).name if rank == 1 else "", str(rank), str(class_id), f"{score:.5f}", label
+            )
     console.print(table)
     if throughput["images_per_s"]:
         console.print(

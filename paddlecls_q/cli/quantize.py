@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from paddlecls_q.cli.app import command, console, err_console, print_json
+from paddlecls_q.cli.app import command, console, err_console, print_json, styled
 from paddlecls_q.config import QUANTIZE_METHODS, choice, load_quantize_config, parse_device
 from paddlecls_q.errors import AccuracyBudgetError, ConfigError
 
@@ -87,7 +86,7 @@ def check_quantize_device(device: str) -> None:
 def run_quantize(
     config_file: Path,
     method: str | None,
-    output: Path | None,
+    output: str | Path | None,
     *,
     force: bool,
     allow_few: bool = False,
@@ -101,8 +100,8 @@ def run_quantize(
     from paddlecls_q.quantize import quantize
 
     def message(kind: str, text: str) -> None:
-        prefix = "[yellow]warning:[/]" if kind == "warning" else "[cyan]note:[/]"
-        err_console.print(f"{prefix} {escape(text)}", highlight=False, soft_wrap=True)
+        prefix = styled("warning:", "yellow", text) if kind == "warning" else styled("note:", "cyan", text)
+        err_console.print(prefix, highlight=False, soft_wrap=True)
 
     preset = "fastdeploy" if fastdeploy else "paddlecls-q"
     config = load_quantize_config(config_file, lambda text: message("warning", text), preset)
@@ -150,7 +149,7 @@ def quantize_command(
             "--method", help="ptq or qat (case and quotes ignored); default: the method of the config's one section."
         ),
     ] = None,
-    output: Annotated[Path | None, typer.Option("--output", help="Output folder; default: Global.output_dir.")] = None,
+    output: Annotated[str | None, typer.Option("--output", help="Output folder; default: Global.output_dir.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the output folder if it exists.")] = False,
     allow_few: Annotated[
         bool, typer.Option("--allow-few", help="Use all images when the folder has fewer than configured.")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 # Pillow's own bomb check only warns below 2 × 89.5 M pixels; 64 M pixels is already ~200 MB as BGR.
 MAX_IMAGE_PIXELS = 64_000_000
-FIRST_READ_BYTES = 1 << 16  # one read() takes a small image whole; bigger files are sized first
 # OpenCV then refuses bigger images from their header, before allocating (read when cv2 is first imported).
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
 
@@ -18,7 +17,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from paddlecls_q.errors import InputError  # noqa: E402
+from paddlecls_q.errors import InputError, InputWarning  # noqa: E402
+from paddlecls_q.fsutil import MAX_IMAGE_BYTES, read_bounded  # noqa: E402
 
 # The file suffixes that image folders are searched for (infer, data sets, calibration folders).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
@@ -47,6 +47,8 @@ def read_image(path: str | os.PathLike[str], grey: bool = False) -> np.ndarray:
         raise InputError(f"{path}: cannot read the file ({error.strerror or error})") from None
     if not data:
         raise InputError(f"{path}: empty file (0 bytes), not an image")
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]:  # a JPEG without its end marker
+        warnings.warn(f"{path}: truncated JPEG (no end marker); the missing part decodes as grey", InputWarning, 2)
     try:
         flags = cv2.IMREAD_GRAYSCALE if grey and _is_grey_png(data) else cv2.IMREAD_COLOR
         bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
@@ -67,19 +69,8 @@ def _is_grey_png(data: bytes) -> bool:
 
 
 def read_file_bytes(path: str | os.PathLike[str]) -> bytes:
-    """The whole file, with plain system calls (less than half of what `open().read()` costs on small files)."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        data = os.read(descriptor, FIRST_READ_BYTES)
-        if len(data) < FIRST_READ_BYTES:  # a regular file reads whole unless it is bigger
-            return data
-        chunks = [data]
-        remaining = max(os.fstat(descriptor).st_size - len(data), 0) + 1
-        while chunk := os.read(descriptor, max(remaining, FIRST_READ_BYTES)):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(descriptor)
+    """The whole file: regular files only, at most MAX_IMAGE_BYTES (never /dev/zero or a FIFO)."""
+    return read_bounded(path, MAX_IMAGE_BYTES, "image")
 
 
 def _check_pixel_count(path: str | os.PathLike[str], data: bytes) -> None:

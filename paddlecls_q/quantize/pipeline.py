@@ -36,7 +36,7 @@ Message = Callable[[str, str], None]
 def quantize(
     config: QuantizeConfig,
     method: str | None = None,
-    output_dir: Path | None = None,
+    output_dir: str | Path | None = None,
     *,
     force: bool = False,
     allow_few: bool = False,
@@ -140,7 +140,7 @@ def quantize(
         report.sizes_bytes["output_folder"] = folder_size(folder)
         (folder / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
         raise_if_interrupted()
-        workspace.publish(folder, target)
+        workspace.publish(folder, target, plan.force)
     if not passed:
         assert report.accuracy is not None  # `passed` is True without an accuracy check
         worst = max(report.accuracy["engines"], key=lambda row: row["drop"])

@@ -9,6 +9,7 @@ from pathlib import Path
 from paddlecls_q.config import QuantizeConfig, did_you_mean, load_inference_cls_yaml
 from paddlecls_q.errors import ConfigError, InputError, ModelFormatError
 from paddlecls_q.model_files import ModelFiles, find_model_files, require_inference_cls_yaml
+from paddlecls_q import fsutil
 from paddlecls_q.preprocess.image_io import list_images
 from paddlecls_q.quantize.paddle_patches import import_paddle, version_mismatches
 
@@ -142,7 +143,7 @@ def _check_layers(names: list[str], program: ProgramInfo, op_types: tuple[str, .
 def plan_quantization(
     config: QuantizeConfig,
     method: str | None = None,
-    output_dir: Path | None = None,
+    output_dir: str | Path | None = None,
     force: bool = False,
     allow_few: bool = False,
     sensitivity: bool = False,
@@ -160,6 +161,8 @@ def plan_quantization(
         raise ConfigError("--sensitivity needs accuracy.eval_list in the config (labeled images to hold the budget)")
     if eval_list is not None and not eval_list.exists():
         raise InputError(f"{eval_list}: accuracy.eval_list not found")
+    if output_dir is not None:
+        output_dir = fsutil.checked_path(output_dir, "--output")
     output = output_dir or settings.output_dir or Path.cwd() / f"{settings.model_dir.resolve().name}_{method}"
     inputs = {"input model folder": settings.model_dir, "image folder": folder}
     if eval_list is not None:

@@ -1,51 +1,35 @@
-"""Build the output in a hidden `.NAME.partial-PID` folder next to it; publish by rename only when complete."""
+"""Build the output in a hidden `.NAME.partial-PID-*` folder next to it; publish by a no-replace rename only when complete."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from paddlecls_q import fsutil
+from paddlecls_q.errors import ConfigError
 
 
 class Workspace:
-    """A hidden `.NAME.partial-PID` folder next to the output, removed unless published."""
+    """A hidden `.NAME.partial-PID-*` folder next to the output (fsutil's one staging rule), removed unless published."""
 
     def __init__(self, output: Path) -> None:
         self.output = output
-        self.path = output.parent / f".{output.name}.partial-{os.getpid()}"
+        self.path = fsutil.staging_name(output)
         self.published = False
 
     def __enter__(self) -> Workspace:
         self.output.parent.mkdir(parents=True, exist_ok=True)
-        for stale in self.output.parent.glob(f".{self.output.name}.partial-*"):
-            pid = stale.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _pid_alive(int(pid)):
-                shutil.rmtree(stale, ignore_errors=True)
-        if self.path.exists():
-            shutil.rmtree(self.path)
+        fsutil.remove_stale(self.output)
         self.path.mkdir()
         return self
 
-    def publish(self, folder: Path, target: Path) -> None:
-        """Rename `folder` (inside the workspace) to `target`, replacing what is there."""
-        old = None
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{os.getpid()}"
-            os.rename(target, old)
-        os.rename(folder, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    def publish(self, folder: Path, target: Path, force: bool) -> None:
+        """Rename `folder` (inside the workspace) to `target`; an existing one is replaced only with `force`."""
+        try:
+            fsutil.publish(folder, target, force=force)
+        except fsutil.AlreadyExistsError:
+            raise ConfigError(f"{target}: already exists (checked at publish time); pass --force to replace it") from None
         self.published = True
 
     def __exit__(self, *exc: Any) -> None:
