@@ -78,7 +78,9 @@ def _keep_only_layer_inputs(graph: _Graph, summary: TensorRtSummary) -> None:
     for quantize, dequantizers in _activation_pairs(graph):
         zero_point = graph.array(quantize.input[2]) if len(quantize.input) > 2 else np.zeros((), np.uint8)
         if zero_point.dtype != np.int8 or np.any(zero_point != 0):
-            summary.problems.append(f"{quantize.output[0]}: activation zero point {zero_point.dtype} {zero_point.flat[0]}")
+            summary.problems.append(
+                f"{quantize.output[0]}: activation zero point {zero_point.dtype} {zero_point.flat[0]}"
+            )
         for dequantize in dequantizers:
             for consumer in list(graph.consumers.get(dequantize.output[0], [])):
                 for index, name in enumerate(consumer.input):

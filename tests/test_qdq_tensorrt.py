@@ -48,7 +48,9 @@ def residual_model() -> Any:
     where the Add inputs carry no Q/DQ and the skip tensor is quantized for the next conv."""
     nodes: list[Any] = []
     initializers = [numpy_helper.from_array(np.array(0, np.int8), "zero")]
-    initializers += [numpy_helper.from_array(np.array(value, np.float32), f"{name}_s") for name, value in SCALES.items()]
+    initializers += [
+        numpy_helper.from_array(np.array(value, np.float32), f"{name}_s") for name, value in SCALES.items()
+    ]
     conv = {"pads": [1, 1, 1, 1]}
     w1 = _weight(nodes, initializers, "conv2d_1.w_0", (CHANNELS, 3, 3, 3), 1)
     w2 = _weight(nodes, initializers, "conv2d_2.w_0", (CHANNELS, CHANNELS, 3, 3), 2)
@@ -119,7 +121,11 @@ def test_qdq_only_on_layer_inputs_and_the_residual_skip(rewritten: tuple[Any, An
     layers = [node for node in model.graph.node if node.op_type in ("Conv", "Gemm")]
     assert len(layers) == 5 and all(from_activation_dq(node.input[0]) for node in layers)
     # No Q/DQ between conv1 and its ReLU, nor before the pool: TensorRT fuses and requantizes once.
-    assert all(not from_activation_dq(node.input[0]) for node in model.graph.node if node.op_type in ("Relu", "GlobalAveragePool"))
+    assert all(
+        not from_activation_dq(node.input[0])
+        for node in model.graph.node
+        if node.op_type in ("Relu", "GlobalAveragePool")
+    )
     # The identity block's Add: the conv branch (y2) is float, the skip (r1) reads r1's own Q/DQ.
     identity_add = _node(model, "Add", "s1")
     assert identity_add.input[0] == "y2" and from_activation_dq(identity_add.input[1])
@@ -163,7 +169,9 @@ def test_where_only_the_output_qdq_goes_the_difference_is_half_a_step() -> None:
     """x → Q/DQ → Conv → Q/DQ → out: the conv's Q/DQ stay, so ORT differs by the output rounding only."""
     nodes: list[Any] = []
     initializers = [numpy_helper.from_array(np.array(0, np.int8), "zero")]
-    initializers += [numpy_helper.from_array(np.array(value, np.float32), f"{name}_s") for name, value in SCALES.items()]
+    initializers += [
+        numpy_helper.from_array(np.array(value, np.float32), f"{name}_s") for name, value in SCALES.items()
+    ]
     weight = _weight(nodes, initializers, "conv2d_1.w_0", (CHANNELS, 3, 3, 3), 1)
     nodes.append(helper.make_node("Conv", [_qdq(nodes, "x", "x"), weight], ["logits"]))
     nodes += [
