@@ -187,13 +187,22 @@ def tensorrt_model(model: Any, float_layers: frozenset[str] = frozenset()) -> tu
         if _is_layer_input(node, index)
         and (producer := graph.producer.get(name)) is not None
         and producer.op_type == "DequantizeLinear"
-        and producer.input[0] not in graph.initializers
+        and not _dequantizes_a_constant(graph, producer)
     )
     graph.drop_unused_initializers()
     _sort_topologically(copy)
     summary.nodes = len(copy.graph.node)
     onnx.checker.check_model(copy)
     return copy, summary
+
+
+def _dequantizes_a_constant(graph: _Graph, dequantize: Any) -> bool:
+    """A weight DQ: it reads an int8 initializer, or a QuantizeLinear of a float initializer."""
+    source = dequantize.input[0]
+    quantize = graph.producer.get(source)
+    if quantize is not None and quantize.op_type == "QuantizeLinear":
+        source = quantize.input[0]
+    return source in graph.initializers
 
 
 def _sort_topologically(model: Any) -> None:

@@ -222,3 +222,40 @@ def test_write_tensorrt_model_is_what_the_trt_backend_loads(tmp_path: Path) -> N
     files = ModelFiles(folder, folder / "inference.pdmodel", folder / "inference.pdiparams", True, True)
     assert onnx_model_for(files, "trt", tmp_path / "cache") == folder / "inference.trt.onnx"
     onnx.checker.check_model(onnx.load(str(folder / "inference.trt.onnx")))
+
+
+def test_a_matmul_classifier_keeps_its_input_qdq_and_loses_the_output_one() -> None:
+    """Flatten → Q/DQ → MatMul (per-tensor int8 weight) → Q/DQ → out, as paddle2onnx writes a `mul` layer."""
+    weight = np.random.default_rng(9).normal(0, 0.3, size=(6, 3)).astype(np.float32)
+    initializers = [
+        numpy_helper.from_array(np.array(0, np.int8), "zero"),
+        numpy_helper.from_array(np.array(SCALES["f"], np.float32), "f_s"),
+        numpy_helper.from_array(np.array(SCALES["logits"], np.float32), "logits_s"),
+        numpy_helper.from_array(weight, "fc.w_0"),
+        numpy_helper.from_array(np.array(np.abs(weight).max() / 127, np.float32), "w_s"),
+    ]
+    nodes: list[Any] = [helper.make_node("Flatten", ["x"], ["f"])]
+    fq = _qdq(nodes, "f", "f")
+    nodes += [
+        helper.make_node("QuantizeLinear", ["fc.w_0", "w_s", "zero"], ["w_q"]),
+        helper.make_node("DequantizeLinear", ["w_q", "w_s", "zero"], ["w_dq"]),
+        helper.make_node("MatMul", [fq, "w_dq"], ["logits"]),
+        helper.make_node("QuantizeLinear", ["logits", "logits_s", "zero"], ["logits_q"]),
+        helper.make_node("DequantizeLinear", ["logits_q", "logits_s", "zero"], ["out"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "fc",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 6, 1, 1])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [None, 3])],
+        initializers,
+    )
+    generic = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model, summary = qdq_tensorrt.tensorrt_model(generic)
+    producers = _producers(model)
+    matmul = _node(model, "MatMul", "logits")
+    assert [producers[name].op_type for name in matmul.input] == ["DequantizeLinear", "DequantizeLinear"]
+    assert producers["out"].op_type == "Identity"
+    assert summary.per_tensor_weights == 1 and summary.layer_input_qdq == 1 and summary.removed_activation_qdq == 1
+    batch = np.random.default_rng(4).uniform(-1, 1, size=(4, 6, 1, 1)).astype(np.float32)
+    assert np.abs(_run(generic, batch) - _run(model, batch)).max() <= SCALES["logits"] / 2 + 1e-6
