@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared GPU check: on a machine with CUDA + TensorRT, build and run the demo model, MobileNetV1
 # and ResNet50_vd in FP32 / INT8 / INT8+FP16 / INT8+FP16+pinned on trt and paddle-trt, compare top-1
-# and scores with the CPU engines, run bench, and print what could not be tested and why.
+# and scores with the CPU engines, check TensorRT's Q/DQ file (inference.trt.onnx) against the generic
+# export on trt, run bench, and print what could not be tested and why.
 #
 #   scripts/gpu_check.sh [OUT_DIR]        (default: out/gpu_check; needs ~5-15 min with both stacks)
 #
@@ -147,6 +148,54 @@ for model in "${!FP32[@]}"; do
       && record PASS "$model bench" "$OUT/$model-bench.json" \
       || record FAIL "$model bench" "$(tail -1 "$OUT/$model-bench.txt")"
   fi
+done
+
+echo "== TensorRT Q/DQ placement (inference.trt.onnx) vs the generic paddle2onnx export, on trt"
+# quantize writes inference.trt.onnx; a downloaded INT8 folder has none, so one is written into a copy.
+# Two copies of each INT8 folder: without the file (trt converts the generic export) and with it.
+onnx_of() { $PY -c "import json,sys; print(json.load(open(sys.argv[1]))['engine'].get('onnx_file',''))" "$1" 2>/dev/null; }
+images_per_s() { $PY -c "import json,sys; v=json.load(open(sys.argv[1]))['throughput']['images_per_s']; print(f'{v:.1f}' if v else '?')" "$1" 2>/dev/null; }
+for model in "${!INT8[@]}"; do
+  source=${INT8[$model]}; generic="$OUT/$model-int8-generic"; placed="$OUT/$model-int8-trt-qdq"
+  [ -d "$source" ] || continue
+  rm -rf "$generic" "$placed"; cp -r "$source" "$generic"; rm -f "$generic/inference.trt.onnx"; cp -r "$source" "$placed"
+  if [ ! -f "$placed/inference.trt.onnx" ]; then
+    $PY - "$placed" > "$OUT/$model-trt-qdq.txt" 2>&1 <<'PYEOF'
+import sys
+from pathlib import Path
+from paddlecls_q.model_files import find_model_files
+from paddlecls_q.qdq_tensorrt import write_tensorrt_model
+from paddlecls_q.runtime.convert import paddle_to_onnx
+folder = Path(sys.argv[1])
+files = find_model_files(folder)
+exported = paddle_to_onnx(files.program, files.params, folder / "paddle2onnx.onnx")
+print(write_tensorrt_model(exported, folder).to_dict())
+exported.unlink()
+PYEOF
+  fi
+  if [ -f "$placed/inference.trt.onnx" ]; then record PASS "$model inference.trt.onnx" "$placed/inference.trt.onnx"
+  else record FAIL "$model inference.trt.onnx" "$(tail -1 "$OUT/$model-trt-qdq.txt")"; continue; fi
+  [ $have_trt = 0 ] && { record SKIP "$model trt: TensorRT Q/DQ file vs generic" "backend trt not importable"; continue; }
+  images=$IMAGES; [ "$model" = demo ] || images=$PHOTO_DIR
+  for flags in "" "--fp16"; do
+    name="$model int8${flags:+ $flags} trt"
+    a="$OUT/$(echo "$name generic" | tr ' :/' '___').json"; b="$OUT/$(echo "$name trt-qdq" | tr ' :/' '___').json"
+    # shellcheck disable=SC2086
+    if $CLI infer --model-dir "$generic" --image "$images" --backend trt --device $DEVICE $flags --batch-size 8 --json > "$a" 2>"$a.err" \
+      && $CLI infer --model-dir "$placed" --image "$images" --backend trt --device $DEVICE $flags --batch-size 8 --json > "$b" 2>"$b.err"; then
+      case "$(onnx_of "$b")" in
+        *inference.trt.onnx) ;;
+        *) record FAIL "$name: engine source" "trt did not load inference.trt.onnx ($(onnx_of "$b"))"; continue ;;
+      esac
+      detail="$(compare "$a" "$b"); images/s generic $(images_per_s "$a"), TensorRT placement $(images_per_s "$b")"
+      if compare "$a" "$b" > /dev/null; then record PASS "$name: TensorRT Q/DQ vs generic" "$detail"
+      else record FAIL "$name: TensorRT Q/DQ vs generic" "$detail"; fi
+    elif grep -q "no FP16 builder flag" "$a.err" "$b.err" 2>/dev/null; then
+      record N/A "$name: TensorRT Q/DQ vs generic" "$(tail -1 "$b.err" 2>/dev/null)"
+    else
+      record FAIL "$name: TensorRT Q/DQ vs generic" "$(tail -1 "$a.err") | $(tail -1 "$b.err" 2>/dev/null)"
+    fi
+  done
 done
 
 echo "== summary"

@@ -109,6 +109,7 @@ def test_ptq_writes_a_complete_deployable_folder(ptq_run: tuple[Path, dict[str, 
         "inference.ort.onnx",
         "inference.pdiparams",
         "inference.pdmodel",
+        "inference.trt.onnx",
         "inference_cls.yaml",
         "label_list.txt",
         "quantize_report.json",
@@ -172,6 +173,53 @@ def test_each_engine_gets_its_encoding_and_the_runtime_picks_it_up(ptq_run: tupl
         assert Path(runtime.onnx_path) == output / f"inference.{engine}.onnx"
     assert report["encodings"]["ort"]["activation_encodings"] == {"uint8_zero_point_128": 1, "uint8_zero_point_0": 27}
     assert report["encodings"]["openvino"]["activation_encodings"] == {"int8_zero_point_0": 1, "uint8_zero_point_0": 27}
+
+
+@pytest.mark.slow
+def test_the_tensorrt_file_quantizes_only_layer_inputs_and_computes_the_same_model(
+    ptq_run: tuple[Path, dict[str, Any]], fashion: Path
+) -> None:
+    """inference.trt.onnx (TensorRT's Q/DQ placement) on the real PTQ output, run by ONNX Runtime with
+    Q/DQ as written: its top classes agree with the ORT file's on real images."""
+    import onnx
+    import onnxruntime as ort
+
+    from paddlecls_q.qdq_tensorrt import LAYER_OPS
+
+    output, report = ptq_run
+    model = onnx.load(str(output / "inference.trt.onnx"))
+    producers = {name: node for node in model.graph.node for name in node.output}
+    initializers = {init.name for init in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear",) and node.input[0] not in initializers:
+            assert any(c.op_type == "DequantizeLinear" for c in model.graph.node if node.output[0] in c.input)
+    # Layers with quantized weights (the demo's classifier MatMul stays float in every file).
+    layers = [
+        node
+        for node in model.graph.node
+        if node.op_type in LAYER_OPS and node.input[1] in producers and producers[node.input[1]].op_type == "DequantizeLinear"
+    ]
+    float_inputs = [(node.op_type, node.input[0]) for node in layers if producers[node.input[0]].op_type != "DequantizeLinear"]
+    assert float_inputs == [], float_inputs
+    assert all(producers.get(name) is None or producers[name].op_type != "DequantizeLinear" for name in [o.name for o in model.graph.output])
+    summary = report["encodings"]["trt"]
+    assert summary["layer_input_qdq"] == len(layers) == summary["per_channel_weights"] == 27 and not summary["problems"]
+    from paddlecls_q.config import load_inference_cls_yaml
+    from paddlecls_q.preprocess import build_preprocessor, read_image
+
+    preprocess = build_preprocessor(load_inference_cls_yaml(output / "inference_cls.yaml"))
+    images = sorted((fashion / "images" / "test").glob("*.png"))[:64]
+    batch = preprocess.batch([read_image(path) for path in images])
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # Q/DQ as written, as TensorRT reads them
+    results = []
+    for engine in ("openvino", "trt"):
+        session = ort.InferenceSession(str(output / f"inference.{engine}.onnx"), options, providers=["CPUExecutionProvider"])
+        results.append(session.run(None, {session.get_inputs()[0].name: batch})[0])
+    generic, tensorrt = results
+    cosine = (generic * tensorrt).sum(1) / np.linalg.norm(generic, axis=1) / np.linalg.norm(tensorrt, axis=1)
+    assert cosine.mean() > 0.999 and cosine.min() > 0.99
+    assert (generic.argmax(1) == tensorrt.argmax(1)).mean() >= 0.95
 
 
 @pytest.mark.slow
@@ -371,7 +419,7 @@ def test_an_exception_mid_run_leaves_nothing(
 ) -> None:
     from paddlecls_q.quantize import pipeline
 
-    def failing_ptq(plan: Any, images: Any, work: Path, keep: list[str], progress: Any) -> Path:
+    def failing_ptq(plan: Any, images: Any, work: Path, keep: list[str], progress: Any, device: str) -> Path:
         (work / "ptq").mkdir(parents=True)
         (work / "ptq" / "inference.pdmodel").write_bytes(b"half written")
         raise RuntimeError("calibration crashed")

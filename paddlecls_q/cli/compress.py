@@ -19,7 +19,7 @@ def compress_command(
         "output"
     ),
     devices: Annotated[
-        str, typer.Option("--devices", help="cpu (FastDeploy defaults to gpu; here gpu is refused with the reason).")
+        str, typer.Option("--devices", help="cpu, gpu or gpu:N (FastDeploy defaults to gpu; gpu needs paddlepaddle-gpu).")
     ] = "cpu",
     fastdeploy: Annotated[
         bool,

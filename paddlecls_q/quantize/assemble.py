@@ -1,4 +1,5 @@
-"""The deployable folder: INT8 Paddle model, the FP32 folder's inference_cls.yaml and label file, one ONNX file per engine."""
+"""The deployable folder: INT8 Paddle model, the FP32 folder's inference_cls.yaml and label file, one ONNX
+file per engine (ort, openvino, and trt with TensorRT's Q/DQ placement)."""
 
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def assemble_folder(
     plan: QuantizationPlan, quantized: Path, folder: Path, keep: list[str], reduce_range: ReduceRange
 ) -> dict[str, Any]:
     """Copy the INT8 model, the FP32 folder's yaml and labels, and write the per-engine ONNX files."""
-    from paddlecls_q import qdq_onnx
+    from paddlecls_q import qdq_onnx, qdq_tensorrt
 
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(quantized / "inference.pdmodel", folder / "inference.pdmodel")
@@ -100,7 +101,8 @@ def assemble_folder(
         reduce_range,
         frozenset(keep),
     )
-    return {engine: summary.to_dict() for engine, summary in summaries.items()}
+    tensorrt = qdq_tensorrt.write_tensorrt_model(exported, folder, frozenset(keep))
+    return {**{engine: summary.to_dict() for engine, summary in summaries.items()}, tensorrt.engine: tensorrt.to_dict()}
 
 
 def folder_size(path: Path) -> int:

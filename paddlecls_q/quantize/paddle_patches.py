@@ -11,7 +11,8 @@ replaces are gone, so a mismatch degrades speed or log quietness, never the numb
 - `keep_learning_rate_schedule`: wraps `paddleslim.auto_compression.compressor.build_quant_program`
   so the LR scheduler survives ACT's program rewrite.
 - `fold_batch_norm`: Paddle's private `_apply_pass`/`_remove_ctrl_vars` BN fuse passes.
-- `static_mode`: Paddle static graph, oneDNN and thread flags, restored afterwards.
+- `static_mode`: Paddle static graph on CPUPlace or CUDAPlace(N), paddle.set_device (what ACT reads),
+  oneDNN and thread flags, restored afterwards; `quantize_device` decides the place.
 """
 
 from __future__ import annotations
@@ -109,27 +110,73 @@ def quiet_paddle(loss_sink: Callable[[float], None] | None = None) -> Iterator[N
             logger.propagate = propagate
 
 
+def quantize_device(device: str, compiled_with_cuda: bool, gpu_count: int) -> tuple[str, int]:
+    """Where PTQ/QAT run: ('cpu', 0) or ('gpu', N); a GPU this paddle or machine can't give is a ConfigError."""
+    from paddlecls_q.config import parse_device
+    from paddlecls_q.errors import ConfigError
+
+    try:
+        name, index = parse_device(device)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if name == "cpu":
+        return name, index
+    if not compiled_with_cuda:
+        raise ConfigError(
+            f"device {device!r}: this paddle is the CPU build (paddlepaddle); quantize with cpu, "
+            "or install paddlepaddle-gpu (docs/gpu.md)"
+        )
+    if index >= gpu_count:
+        raise ConfigError(f"device {device!r}: paddle sees {gpu_count} GPU(s) on this machine")
+    return name, index
+
+
+def check_quantize_device(device: str) -> tuple[str, int]:
+    """`quantize_device` for the installed paddle and this machine's GPUs."""
+    import paddle
+
+    compiled_with_cuda = bool(paddle.is_compiled_with_cuda())
+    count = paddle.device.cuda.device_count() if compiled_with_cuda else 0
+    return quantize_device(device, compiled_with_cuda, count)
+
+
 @contextlib.contextmanager
-def static_mode(onednn: bool) -> Iterator[Any]:
-    """Paddle static graph on the CPU in a fresh scope; oneDNN kernels make forward passes 4-5x faster
-    (the calibrated scales match the plain kernels' to 5e-7, relative) but fail in training ("could not
-    reshape a memory descriptor"), so QAT runs without them."""
+def static_mode(onednn: bool, device: str = "cpu") -> Iterator[Any]:
+    """Paddle static graph in a fresh scope on `device` (cpu, gpu or gpu:N), restored afterwards.
+
+    On the CPU, oneDNN kernels make forward passes 4-5x faster (the calibrated scales match the plain
+    kernels' to 5e-7, relative) but fail in training ("could not reshape a memory descriptor"), so QAT
+    runs without them. paddle.set_device is set too: PaddleSlim ACT builds its executor from
+    paddle.get_device() (and the GPU index from FLAGS_selected_gpus), not from ours.
+    """
     import paddle
 
     from paddle.base import core
 
+    name, index = check_quantize_device(device)
+    place = paddle.CPUPlace() if name == "cpu" else paddle.CUDAPlace(index)
     was_dynamic = paddle.in_dynamic_mode()
+    previous_device = paddle.get_device()
+    previous_selected = os.environ.get("FLAGS_selected_gpus")
     flags = paddle.get_flags(["FLAGS_use_mkldnn", "FLAGS_paddle_num_threads"])
     paddle.enable_static()
-    paddle.set_flags({"FLAGS_use_mkldnn": onednn})
+    paddle.set_flags({"FLAGS_use_mkldnn": onednn and name == "cpu"})
+    paddle.set_device("cpu" if name == "cpu" else f"gpu:{index}")
+    if name == "gpu":
+        os.environ["FLAGS_selected_gpus"] = str(index)
     core.set_num_threads(os.cpu_count() or 1)
     scope = paddle.static.Scope()
     try:
         with paddle.static.scope_guard(scope), paddle.utils.unique_name.guard():
-            yield paddle.static.Executor(paddle.CPUPlace())
+            yield paddle.static.Executor(place)
     finally:
         paddle.set_flags({"FLAGS_use_mkldnn": flags["FLAGS_use_mkldnn"]})
         core.set_num_threads(int(flags["FLAGS_paddle_num_threads"]))
+        paddle.set_device(previous_device)
+        if previous_selected is None:
+            os.environ.pop("FLAGS_selected_gpus", None)
+        else:
+            os.environ["FLAGS_selected_gpus"] = previous_selected
         if was_dynamic:
             paddle.disable_static()
 

@@ -22,6 +22,7 @@ from paddlecls_q.qdq_onnx import ReduceRange
 from paddlecls_q.quantize.accuracy import measure_accuracy, rank_layers
 from paddlecls_q.quantize.assemble import assemble_folder, folder_size, quantized_weights
 from paddlecls_q.quantize.images import CalibrationImages
+from paddlecls_q.quantize.paddle_patches import check_quantize_device
 from paddlecls_q.quantize.plan import plan_quantization
 from paddlecls_q.quantize.progress import Progress, handle_interrupts, raise_if_interrupted
 from paddlecls_q.quantize.ptq import run_ptq
@@ -44,14 +45,17 @@ def quantize(
     progress: bool = False,
     reduce_range: ReduceRange = "none",
     on_message: Message | None = None,
+    device: str = "cpu",
 ) -> QuantizeReport:
     """Quantize the config's model with PTQ or QAT and publish a complete, deployable output folder.
 
     Raises AccuracyBudgetError (exit code 3) when `accuracy.eval_list` is set and INT8 top-1 drops
     by more than `accuracy.max_drop` points on an engine (after `sensitivity` kept the most
     sensitive layers in FP32, if asked); the complete folder then goes to `<output>.rejected`.
+    PTQ/QAT run on `device` (cpu, gpu, gpu:N: CUDAPlace with a CUDA build of paddle).
     """
     started = time.perf_counter()
+    place = check_quantize_device(device)  # a GPU this paddle can't give fails before any work
     plan = plan_quantization(config, method, output_dir, force, allow_few, sensitivity)
     say = on_message or (lambda kind, text: None)
     for warning in plan.warnings:
@@ -71,6 +75,7 @@ def quantize(
         seed=config.Global.seed,
         keep_fp32_layers=list(plan.keep_fp32_layers),
         warnings=plan.warnings,
+        device=f"{place[0]}:{place[1]}" if place[0] == "gpu" else "cpu",
     )
     preprocess = config.Global.ptq_preprocess if plan.method == "ptq" else config.Global.qat_preprocess
     with handle_interrupts(), Progress(progress) as bars, Workspace(plan.output_dir) as workspace:
@@ -83,10 +88,10 @@ def quantize(
             mark = time.perf_counter()
             work = workspace.path / f"work{attempt}"
             if plan.method == "ptq":
-                quantized = run_ptq(plan, images, work, keep, bars)
+                quantized = run_ptq(plan, images, work, keep, bars, device)
             else:
                 quantized, report.train_iterations, report.final_distillation_loss = run_qat(
-                    plan, images, work, keep, bars
+                    plan, images, work, keep, bars, device
                 )
             stages[plan.method] = stages.get(plan.method, 0.0) + time.perf_counter() - mark
             raise_if_interrupted()

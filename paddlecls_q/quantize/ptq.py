@@ -13,8 +13,15 @@ from paddlecls_q.quantize.plan import QuantizationPlan
 from paddlecls_q.quantize.progress import Progress, raise_if_interrupted
 
 
-def run_ptq(plan: QuantizationPlan, images: CalibrationImages, work: Path, keep: list[str], progress: Progress) -> Path:
-    """Calibrate with PaddleSlim `quant_post_static`; returns the folder of the INT8 Paddle model."""
+def run_ptq(
+    plan: QuantizationPlan,
+    images: CalibrationImages,
+    work: Path,
+    keep: list[str],
+    progress: Progress,
+    device: str = "cpu",
+) -> Path:
+    """Calibrate with PaddleSlim `quant_post_static` on `device` (cpu, gpu, gpu:N); returns the INT8 model's folder."""
     from paddleslim.quant import quant_post_static
 
     ptq = plan.config.PTQ
@@ -35,7 +42,7 @@ def run_ptq(plan: QuantizationPlan, images: CalibrationImages, work: Path, keep:
 
     target = work / "ptq"
     seed_everything(plan.config.Global.seed)
-    with static_mode(onednn=True) as executor, quiet_paddle(), fast_avg_sampling():
+    with static_mode(onednn=True, device=device) as executor, quiet_paddle(), fast_avg_sampling():
         quant_post_static(
             executor=executor,
             model_dir=str(plan.files.folder),

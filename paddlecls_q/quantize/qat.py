@@ -22,7 +22,7 @@ from paddlecls_q.quantize.progress import Progress, raise_if_interrupted
 SKIP_QUANT_SCOPE = "/skip_quant/"
 
 
-def _prepare_student(plan: QuantizationPlan, keep: list[str], target: Path) -> list[str]:
+def _prepare_student(plan: QuantizationPlan, keep: list[str], target: Path, device: str = "cpu") -> list[str]:
     """The FP32 model with BatchNorm folded into its convs and FP32 layers marked skip_quant.
 
     ACT trains every op in train mode; a BatchNorm there would re-estimate its statistics from
@@ -31,7 +31,7 @@ def _prepare_student(plan: QuantizationPlan, keep: list[str], target: Path) -> l
     import paddle
 
     warnings = []
-    with static_mode(onednn=False) as executor, quiet_paddle():
+    with static_mode(onednn=False, device=device) as executor, quiet_paddle():
         loaded: Any = paddle.static.load_inference_model(
             str(plan.files.folder),
             executor,
@@ -105,14 +105,19 @@ def _act_config(plan: QuantizationPlan) -> dict[str, Any]:
 
 
 def run_qat(
-    plan: QuantizationPlan, images: CalibrationImages, work: Path, keep: list[str], progress: Progress
+    plan: QuantizationPlan,
+    images: CalibrationImages,
+    work: Path,
+    keep: list[str],
+    progress: Progress,
+    device: str = "cpu",
 ) -> tuple[Path, int, float | None]:
-    """Distill with PaddleSlim ACT; returns (INT8 model folder, iterations, final distillation loss)."""
+    """Distill with PaddleSlim ACT on `device`; returns (INT8 model folder, iterations, final distillation loss)."""
     from paddleslim.auto_compression import AutoCompression
 
     settings, train = plan.config.Global, plan.config.TrainConfig
     student = work / "fp32_student"
-    plan.warnings.extend(_prepare_student(plan, keep, student))
+    plan.warnings.extend(_prepare_student(plan, keep, student, device))
     batch_size = min(settings.qat_batch_size, len(images.paths))
     per_epoch = len(images.paths) // batch_size
     # The config requires train_iter or epochs; with both, the smaller count of steps wins.
@@ -140,7 +145,7 @@ def run_qat(
 
     target = work / "qat"
     seed_everything(settings.seed)
-    with static_mode(onednn=False), quiet_paddle(on_loss), keep_learning_rate_schedule():
+    with static_mode(onednn=False, device=device), quiet_paddle(on_loss), keep_learning_rate_schedule():
         compressor = AutoCompression(
             model_dir=str(student),
             model_filename="inference.pdmodel",

@@ -38,6 +38,7 @@ class QuantizeReport:
     accuracy: dict[str, Any] | None = None
     sensitivity: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    device: str = "cpu"  # where PTQ/QAT ran: cpu or gpu:N
     published_as: str = ""
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,5 +1,8 @@
 """TensorRT on the GPU: builds an engine from the ONNX model (Q/DQ nodes carry INT8) and caches it.
 
+A folder written by `quantize` carries `inference.trt.onnx` (Q/DQ placed as TensorRT fuses best,
+see paddlecls_q/qdq_tensorrt.py), which `onnx_model_for` picks over the generic paddle2onnx export.
+
 Needs the `tensorrt` and `cuda-python` packages (the `[gpu]` extra) and an NVIDIA GPU. Written
 against the TensorRT 8.6, 10 and 11 Python APIs; the decisions that differ by version live in the
 pure functions below (unit-tested in tests/test_trt_logic.py without a GPU).
@@ -409,6 +412,7 @@ class TensorRtRuntime(Runtime):
             **super().engine_info(),
             "engine": f"tensorrt {self.version}",
             "engine_file": str(self.engine_path),
+            "onnx_file": str(self.onnx_path),
             "precision": self.plan.precision,
             "gpu": f"gpu:{self.options.gpu_id} {self.gpu_name}",
             "profile": [list(shape) for shape in self.profile],
