@@ -48,7 +48,7 @@ models: $(STAMP)
 	$(BIN)/python -m paddlecls_q.models.export MobileNetV1 $(REFERENCE_MODELS)/MobileNetV1
 
 # The seed's latency tables: ResNet50_vd and MobileNetV1 (FP32 + quantize's PTQ) on every CPU engine, 1 thread
-# -> docs/benchmarks.md and docs/benchmarks.png (about 10 minutes on 2 cores).
+# -> docs/benchmarks.md and docs/benchmarks.png (about 14 minutes on 2 cores, throughput included).
 bench: $(STAMP)
 	BIN=$(BIN) REFERENCE_MODELS=$(REFERENCE_MODELS) scripts/make_bench.sh
 
