@@ -333,6 +333,37 @@ def ratio_lines(result: BenchResult) -> list[str]:
     return lines
 
 
+def throughput_table(results: Sequence[BenchResult]) -> tuple[list[str], list[list[str]]]:
+    """Images/s per engine × precision × thread count, one column per batch size, and the child's peak RSS."""
+    sizes = sorted({rate["batch"] for result in results for record in result.throughput for rate in record["rates"]})
+    headers = ["model", "engine", "precision", "threads", *(f"batch {size} (img/s)" for size in sizes), "peak RSS (MiB)"]
+    rows: list[list[str]] = []
+    for result in results:
+        for record in result.throughput:
+            names = [result.model, BACKEND_NAMES[record["backend"]], MODE_TITLES.get(record["mode"], record["mode"])]
+            rss = f"{record['peak_rss_mib']:.0f}" if record.get("peak_rss_mib") else "—"
+            if record["status"] != "ok":
+                rows.append([*names, "—", *(["—"] * len(sizes)), f"failed: {record['reason']}"])
+                continue
+            for threads in dict.fromkeys(rate["threads"] for rate in record["rates"]):
+                by_size = {rate["batch"]: rate for rate in record["rates"] if rate["threads"] == threads}
+                cells = []
+                for size in sizes:
+                    rate = by_size.get(size)
+                    value = rate["images_per_second"] if rate else None
+                    cells.append("—" if value is None else f"{value:.1f}" if value < 100 else f"{value:.0f}")
+                rows.append([*names, str(threads), *cells, rss])
+    return headers, rows
+
+
+THROUGHPUT_NOTE = (
+    "Images/s: batch size / median wall time of the engine call on the preprocessed photo repeated batch-size times "
+    "(preprocessing excluded). Each engine × precision ran in its own spawned child process, one after another; "
+    "peak RSS is that child's high-water mark (VmHWM) over all its thread counts and batch sizes (Python, NumPy and OpenCV "
+    "included). `—`: the engine refused that batch size."
+)
+
+
 def _markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     def clean(text: str) -> str:
         return str(text).replace("|", "\\|")
@@ -382,6 +413,11 @@ def render_markdown(results: Sequence[BenchResult], title: str | None = None) ->
         "precision the engine used for float layers. Cos vs FP32: cosine similarity of the INT8 scores with the same "
         "engine's FP32 scores on the photo.\n"
     )
+    if any(result.throughput for result in results):
+        headers, rows = throughput_table(results)
+        parts.append("### Throughput and memory\n")
+        parts.append(_markdown_table(headers, rows) + "\n")
+        parts.append(THROUGHPUT_NOTE + "\n")
     parts.append("### Ratios\n")
     for result in results:
         parts.append(f"**{result.model}**\n")
@@ -453,6 +489,9 @@ def render_rich(results: Sequence[BenchResult]) -> list[Any]:
     renderables.append(table("Latency statistics (ms)", headers[1:], [r[1:] for r in rows], left))
     headers, rows = engines_table(results)
     renderables.append(table("Engines as they ran", headers[1:8], [r[1:8] for r in rows], left))
+    if any(result.throughput for result in results):
+        headers, rows = throughput_table(results)
+        renderables.append(table("Throughput (images/s) and peak RSS", headers, rows, left + ("engine",)))
     for result in results:
         renderables.append(Text(result.model, style="bold"))
         renderables.extend(Text(f"  {line.replace('**', '')}") for line in ratio_lines(result))

@@ -4,11 +4,13 @@
 # 1. FP32 models: PaddleClas architectures with seeded random weights (`python -m paddlecls_q.models.export`;
 #    no ImageNet-trained model exists offline, so latency is real and accuracy is meaningless).
 # 2. INT8 models: `paddlecls-q quantize` (PaddleSlim PTQ, calibrated on the 4 real ImageNet photos in tests/data).
-# 3. `paddlecls-q bench` per model (1 thread, interleaved schedule) → JSON in $WORK, then one markdown document
-#    (docs/benchmarks.md) and one chart (docs/benchmarks.png) rendered from both.
+# 3. `paddlecls-q bench` per model (1 thread, interleaved schedule), then its throughput runs (images/s at batch
+#    1 / 8 / 32 on 1 and 2 threads, and peak RSS, each engine × precision in its own child process) → JSON in
+#    $WORK, then one markdown document (docs/benchmarks.md) and one chart (docs/benchmarks.png) rendered from both.
 #
 # Iterations (override with the variables below): ResNet50_vd 200 + 20 warm-up, MobileNetV1 1000 + 100 warm-up,
-# about 10 minutes on 2 cores. Existing models are reused; delete $MODELS to rebuild them.
+# about 10 minutes on 2 cores, plus about 4 for throughput (THROUGHPUT_BATCHES, THROUGHPUT_THREADS,
+# THROUGHPUT_IMAGES). Existing models are reused; delete $MODELS to rebuild them.
 set -euo pipefail
 
 BIN=${BIN:-.venv/bin}
@@ -23,6 +25,9 @@ RESNET_ITERS=${RESNET_ITERS:-200}
 RESNET_WARMUP=${RESNET_WARMUP:-20}
 MOBILENET_ITERS=${MOBILENET_ITERS:-1000}
 MOBILENET_WARMUP=${MOBILENET_WARMUP:-100}
+THROUGHPUT_BATCHES=${THROUGHPUT_BATCHES:-1,8,32}
+THROUGHPUT_THREADS=${THROUGHPUT_THREADS:-1,2}
+THROUGHPUT_IMAGES=${THROUGHPUT_IMAGES:-64}
 DOC=${BENCH_DOC:-docs/benchmarks.md}
 CHART=${BENCH_CHART:-docs/benchmarks.png}
 
@@ -50,6 +55,7 @@ measure() {  # ARCH ITERS WARMUP
     local arch=$1 iters=$2 warmup=$3
     "$PADDLECLS_Q" bench --model-dir "$MODELS/$arch" --int8-dir "$MODELS/${arch}_int8" \
         --backends "$BACKENDS" --device cpu --threads "$THREADS" --iters "$iters" --warmup "$warmup" \
+        --batch-sizes "$THROUGHPUT_BATCHES" --threads-list "$THROUGHPUT_THREADS" --throughput-images "$THROUGHPUT_IMAGES" \
         --format json --output "$WORK/$arch.json"
 }
 
@@ -74,6 +80,8 @@ How to run and read these numbers: [bench.md](bench.md).
 - ${THREADS} thread per engine (and for OpenCV), batch 1, the bundled 500×375 ImageNet photo.
   ResNet50_vd: ${RESNET_ITERS} timed iterations after ${RESNET_WARMUP} warm-up (fewer than the seed's 1000, to keep
   \`make bench\` near 10 minutes on 2 cores); MobileNetV1: ${MOBILENET_ITERS} after ${MOBILENET_WARMUP}.
+- Throughput: images/s of the engine call at batch ${THROUGHPUT_BATCHES} on ${THROUGHPUT_THREADS} threads, at least
+  ${THROUGHPUT_IMAGES} images (and 3 calls) per point, and each engine's peak RSS: see "Throughput and memory".
 - Cells run interleaved (round-robin in blocks of 10), so a busy machine slows FP32 and INT8 alike: compare
   ratios within one run. The seed's rows were measured on other hardware (Xeon Gold 6271C with VNNI).
 

@@ -299,6 +299,11 @@ def run_benchmark(
         for cell in loaded:
             cell.runtime.close()  # the engines, and TensorRT's pinned and device buffers, are freed here
         preprocessing = _measure_preprocessing(configs, image, settings) if loaded else {}
+    throughput: list[dict[str, Any]] = []
+    if settings.batch_sizes and loaded:
+        from paddlecls_q.bench.throughput import run_throughput  # it imports this module
+
+        throughput = run_throughput(models, settings)
     compare_to_fp32(cells, {id(cell.result): cell.probabilities for cell in loaded})
     warnings.extend(run_warnings(cells))
     entry = models.entry
@@ -321,6 +326,7 @@ def run_benchmark(
         environment=describe_environment(settings.threads, load_before),
         cells=cells,
         preprocessing_ms=preprocessing,
+        throughput=throughput,
         warnings=warnings,
         started=started_at,
         seconds=time.perf_counter() - started,

@@ -96,6 +96,8 @@ class BenchResult:
     preprocessing_ms: dict[str, LatencyStats] = field(default_factory=dict)
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict)  # engine → measured fp32/int8 top-1
     accuracy_source: str = ""
+    # paddlecls_q.bench.throughput's records: engine × precision, peak RSS, images/s per threads × batch size.
+    throughput: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     started: str = ""
     seconds: float = 0.0

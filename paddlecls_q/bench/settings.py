@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -46,6 +46,10 @@ class BenchSettings(StrictModel):
     bare_loop: bool = True
     cache_dir: Path | None = None
     gpu_id: int = Field(default=0, ge=0, le=63)
+    # Throughput (measured only when batch sizes are given): images/s per batch size × thread count, and peak RSS.
+    batch_sizes: tuple[Annotated[int, Field(ge=1, le=1024)], ...] = ()
+    threads_list: tuple[Annotated[int, Field(ge=1, le=256)], ...] = ()
+    throughput_images: int = Field(default=64, ge=1)
 
 
 def parse_choices(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
@@ -62,6 +66,9 @@ def make_settings(**values: Any) -> BenchSettings:
         values["backends"] = parse_choices(values["backends"], BACKENDS, "backend")
     if isinstance(values.get("modes"), str):
         values["modes"] = parse_choices(values["modes"], PRECISION_MODES, "mode")
+    for key, what in (("batch_sizes", "batch size"), ("threads_list", "thread count")):
+        if isinstance(values.get(key), str):
+            values[key] = _parse_counts(values[key], what)
     if values.get("device") is not None:
         try:
             values["device"], values["gpu_id"] = parse_device(str(values["device"]))
@@ -71,6 +78,20 @@ def make_settings(**values: Any) -> BenchSettings:
         values["backends"] = GPU_BACKENDS if values.get("device") == "gpu" else CPU_BACKENDS
     return validate(BenchSettings, {key: value for key, value in values.items() if value is not None}, "command line")
 
+
+def _parse_counts(text: str, what: str) -> tuple[int, ...]:
+    """"1,8,32" → (1, 8, 32), duplicates dropped; a ConfigError naming the bad item."""
+    counts: list[int] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            counts.append(int(item))
+        except ValueError:
+            raise ConfigError(f"{what} {item!r} is not a whole number (give e.g. 1,8,32)") from None
+    if not counts:
+        raise ConfigError(f"no {what} given (give e.g. 1,8,32)")
+    return tuple(dict.fromkeys(counts))
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,20 @@ def bench_command(
         bool,
         typer.Option("--bare-loop/--no-bare-loop", help="Also time the engine's own API, to show the wrapper's cost."),
     ] = True,
+    batch_sizes: Annotated[
+        str | None,
+        typer.Option(
+            "--batch-sizes",
+            help="Also measure throughput (images/s) at these batch sizes, e.g. 1,8,32, and each engine's peak RSS.",
+        ),
+    ] = None,
+    threads_list: Annotated[
+        str | None,
+        typer.Option("--threads-list", help="Thread counts for the throughput runs, e.g. 1,2 [default: --threads]."),
+    ] = None,
+    throughput_images: Annotated[
+        int, typer.Option("--throughput-images", help="Images per throughput point (at least 3 calls each).")
+    ] = 64,
     from_json: Annotated[
         list[Path] | None,
         typer.Option("--from-json", help="Render saved `--format json` results (repeatable) instead of measuring."),
@@ -98,7 +112,12 @@ def bench_command(
             schedule=choice(schedule, ("interleaved", "sequential"), "schedule"),
             block=block,
             bare_loop=bare_loop,
+            batch_sizes=batch_sizes,
+            threads_list=threads_list,
+            throughput_images=throughput_images,
         )
+        if threads_list is not None and batch_sizes is None:
+            raise ConfigError("--threads-list sets the throughput runs' threads; give --batch-sizes too")
         if plot is not None and plot.suffix.lower() != ".png":
             raise ConfigError(f"--plot {plot}: the chart is written as PNG; give a .png file name")
         models = bench.resolve_models(model_dir, int8_dir, model)
