@@ -52,7 +52,7 @@ class _LoadedCell:
     outputs_are_probabilities: bool
 
 
-class _Timings:
+class Timings:
     """Preallocated wall / process-CPU / calling-thread-CPU samples of one kind of call (ns)."""
 
     def __init__(self, count: int) -> None:
@@ -97,7 +97,7 @@ def opencv_threads(threads: int) -> Iterator[None]:
         cv2.setNumThreads(before)
 
 
-def _load_cell(
+def load_cell(
     result: CellResult, files: ModelFiles, config: InferenceClsConfig, settings: BenchSettings, image: np.ndarray
 ) -> _LoadedCell:
     mode = result.mode
@@ -139,8 +139,8 @@ def _load_cell(
 
 
 def _cycle_steps(
-    cell: _LoadedCell, image: np.ndarray, timings: dict[str, _Timings]
-) -> list[tuple[Callable[[], Any], _Timings]]:
+    cell: _LoadedCell, image: np.ndarray, timings: dict[str, Timings]
+) -> list[tuple[Callable[[], Any], Timings]]:
     runtime, batch, preprocess, buffer, topk = cell.runtime, cell.batch, cell.preprocess, cell.buffer, cell.topk
     softmax = not cell.outputs_are_probabilities
 
@@ -157,7 +157,7 @@ def _cycle_steps(
     return steps
 
 
-def _run_cycles(steps: list[tuple[Callable[[], Any], _Timings]], count: int, first: int, timed: bool) -> None:
+def run_cycles(steps: list[tuple[Callable[[], Any], Timings]], count: int, first: int, timed: bool) -> None:
     """`count` cycles; the call order rotates every cycle so no kind of call always follows another."""
     for cycle in range(first, first + count):
         shift = cycle % len(steps)
@@ -176,7 +176,7 @@ def _measure(
 ) -> None:
     """Time every loaded cell (interleaved: round-robin in blocks) and store the statistics in its result."""
     timings = {
-        id(cell): {kind: _Timings(settings.iters) for kind in ("runtime", "end_to_end", "bare")} for cell in loaded
+        id(cell): {kind: Timings(settings.iters) for kind in ("runtime", "end_to_end", "bare")} for cell in loaded
     }
     steps = {id(cell): _cycle_steps(cell, image, timings[id(cell)]) for cell in loaded}
     total = settings.iters * len(loaded)
@@ -187,10 +187,10 @@ def _measure(
         if id(cell) in failed:
             return
         try:
-            _run_cycles(steps[id(cell)], count, first, timed)
+            run_cycles(steps[id(cell)], count, first, timed)
         except Exception as error:  # noqa: BLE001 - an engine failing mid-run fails its own cell only
             failed.add(id(cell))
-            cell.result.status, cell.result.reason = "failed", f"failed while timing: {_one_line(error)}"
+            cell.result.status, cell.result.reason = "failed", f"failed while timing: {one_line(error)}"
 
     if settings.schedule == "interleaved":
         for cell in loaded:
@@ -234,7 +234,7 @@ def _measure(
             )
 
 
-def _one_line(error: BaseException, limit: int = 300) -> str:
+def one_line(error: BaseException, limit: int = 300) -> str:
     """A table-sized reason: our errors lead with the cause, engines' C++ traces end with it."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     if isinstance(error, PaddleClsQError):
@@ -244,7 +244,7 @@ def _one_line(error: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _inference_config(files: ModelFiles, fallback: ModelFiles | None) -> tuple[InferenceClsConfig, str]:
+def inference_config(files: ModelFiles, fallback: ModelFiles | None) -> tuple[InferenceClsConfig, str]:
     """The folder's inference_cls.yaml; an INT8 folder without one uses the FP32 model's (PaddleClas's advice)."""
     try:
         return load_inference_cls_yaml(require_inference_cls_yaml(files)), ""
@@ -287,14 +287,14 @@ def run_benchmark(
                 key = "fp32" if mode == "fp32" else "int8"
                 try:
                     if key not in configs:
-                        configs[key] = _inference_config(files, models.fp32 if key == "int8" else None)
+                        configs[key] = inference_config(files, models.fp32 if key == "int8" else None)
                         if configs[key][1]:
                             warnings.append(configs[key][1])
-                    loaded.append(_load_cell(result, files, configs[key][0], settings, image))
+                    loaded.append(load_cell(result, files, configs[key][0], settings, image))
                 except BackendUnavailableError as error:  # not installed, or no device: n/a, like the GPU modes
-                    result.status, result.reason = "n/a", _one_line(error)
+                    result.status, result.reason = "n/a", one_line(error)
                 except Exception as error:  # noqa: BLE001 - an engine that can't load the model fails its own cells
-                    result.status, result.reason = "failed", _one_line(error)
+                    result.status, result.reason = "failed", one_line(error)
         _measure(loaded, image, settings, progress)
         for cell in loaded:
             cell.runtime.close()  # the engines, and TensorRT's pinned and device buffers, are freed here
@@ -347,10 +347,10 @@ def _measure_preprocessing(
         buffer = np.empty_like(fast(image), dtype=np.float32)
         candidates["fast_preprocess plan"] = lambda: fast(image, out=buffer)
     count = min(settings.iters, 1000)
-    timings = {name: _Timings(count) for name in candidates}
+    timings = {name: Timings(count) for name in candidates}
     steps = [(function, timings[name]) for name, function in candidates.items()]
-    _run_cycles(steps, min(settings.warmup, 100), 0, timed=False)
-    _run_cycles(steps, count, 0, timed=True)
+    run_cycles(steps, min(settings.warmup, 100), 0, timed=False)
+    run_cycles(steps, count, 0, timed=True)
     return {name: timing.wall_stats() for name, timing in timings.items()}
 
 

@@ -5,7 +5,7 @@ imports one engine only); the child's peak resident set size (VmHWM) is then wha
 to load the model and run every batch size at every thread count, Python and NumPy included. Inside the
 child a model is loaded once per thread count (engines fix their threads at load time) with the same
 loader as the latency cells, and each batch — the preprocessed photo repeated — is timed with the same
-loop (`_Timings`, `_run_cycles`): images/s = batch size / median wall time of the engine call.
+loop (`Timings`, `run_cycles`): images/s = batch size / median wall time of the engine call.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from paddlecls_q.bench.measure import _inference_config, _load_cell, _one_line, _run_cycles, _Timings, opencv_threads
+from paddlecls_q.bench.measure import inference_config, load_cell, one_line, run_cycles, Timings, opencv_threads
 from paddlecls_q.bench.results import CellResult
 from paddlecls_q.bench.settings import BenchModels, BenchSettings, not_available_reason
 from paddlecls_q.config import InferenceClsConfig
@@ -43,11 +43,11 @@ def run_throughput(models: BenchModels, settings: BenchSettings) -> list[dict[st
             assert files is not None  # not_available_reason said why a missing INT8 model can't run
             record: dict[str, Any] = {"backend": backend, "mode": mode, "status": "ok", "reason": "", "rates": []}
             try:
-                config, _ = _inference_config(files, models.fp32 if mode != "fp32" else None)
+                config, _ = inference_config(files, models.fp32 if mode != "fp32" else None)
                 with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
                     record.update(pool.submit(_measure_engine, backend, mode, files, config, settings).result())
             except Exception as error:  # noqa: BLE001 - an engine that fails (or whose child dies) fails its own row
-                record["status"], record["reason"] = "failed", _one_line(error)
+                record["status"], record["reason"] = "failed", one_line(error)
             records.append(record)
     return records
 
@@ -61,7 +61,7 @@ def _measure_engine(
     for threads in settings.threads_list or (settings.threads,):
         cell_settings = settings.model_copy(update={"threads": threads, "bare_loop": False})
         with opencv_threads(threads):
-            cell = _load_cell(CellResult(backend=backend, mode=mode), files, config, cell_settings, image)
+            cell = load_cell(CellResult(backend=backend, mode=mode), files, config, cell_settings, image)
             try:
                 for size in settings.batch_sizes:
                     rates.append({"threads": threads, "batch": size, **_time_batch(cell.runtime.infer, cell.batch, size, settings)})
@@ -88,12 +88,12 @@ def peak_rss_kib() -> int:
 def _time_batch(infer: Any, single: np.ndarray, size: int, settings: BenchSettings) -> dict[str, Any]:
     batch = np.ascontiguousarray(np.repeat(single, size, axis=0))
     calls = max(MIN_CALLS, math.ceil(settings.throughput_images / size))
-    timing = _Timings(calls)
+    timing = Timings(calls)
     steps = [(lambda: infer(batch), timing)]
     try:
-        _run_cycles(steps, WARMUP_CALLS, 0, timed=False)
-        _run_cycles(steps, calls, 0, timed=True)
+        run_cycles(steps, WARMUP_CALLS, 0, timed=False)
+        run_cycles(steps, calls, 0, timed=True)
     except Exception as error:  # noqa: BLE001 - e.g. a model exported with a fixed batch of 1
-        return {"images_per_second": None, "ms_per_batch": None, "calls": 0, "reason": _one_line(error)}
+        return {"images_per_second": None, "ms_per_batch": None, "calls": 0, "reason": one_line(error)}
     median = timing.wall_stats().median
     return {"images_per_second": size * 1000.0 / median, "ms_per_batch": median, "calls": calls, "reason": ""}
