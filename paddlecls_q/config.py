@@ -153,6 +153,21 @@ class InferenceClsConfig(StrictModel):
     class_id_map_file: str | None = None
     source: Path
 
+    def output_size(self) -> tuple[str, tuple[int, int]] | None:
+        """The key of the op that fixes the image size the ops produce, and that (H, W); None when it varies.
+
+        The last CropImage or sized ResizeImage decides; PaddleClas writes a pair as [w, h].
+        """
+        for index in reversed(range(len(self.transform_ops))):
+            op = self.transform_ops[index]
+            if isinstance(op, (CropImageOp, ResizeImageOp)):
+                if op.size is None:  # resize_short only: the other side follows the image
+                    return None
+                width, height = (op.size, op.size) if isinstance(op.size, int) else op.size
+                name = "CropImage" if isinstance(op, CropImageOp) else "ResizeImage"
+                return f"PreProcess.transform_ops.{index}.{name}.size", (height, width)
+        return None
+
 
 def _parse_transform_op(item: Any, index: int, source: str) -> StrictModel:
     if not isinstance(item, dict) or len(item) != 1:

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from paddlecls_q import registry
-from paddlecls_q.config import InferenceClsConfig, RuntimeOptions, load_inference_cls_yaml, shorten
+from paddlecls_q.config import InferenceClsConfig, RuntimeOptions, shorten
 from paddlecls_q.errors import ConfigError, InputError
 from paddlecls_q.fsutil import MAX_CONFIG_BYTES, read_bounded
-from paddlecls_q.model_files import ModelFiles, find_model_files, require_inference_cls_yaml
+from paddlecls_q.model_files import ModelFiles, find_model_files, load_inference_config
 from paddlecls_q.postprocess import to_probabilities, top_k
 from paddlecls_q.preprocess import build_preprocessor, read_image
 from paddlecls_q.runtime import Runtime, create_runtime
@@ -91,7 +91,7 @@ class Classifier:
 
     def __init__(self, model_dir: Path, options: RuntimeOptions, label_file: Path | None = None) -> None:
         self.files: ModelFiles = find_model_files(model_dir)
-        self.config = load_inference_cls_yaml(require_inference_cls_yaml(self.files))
+        self.config = load_inference_config(self.files)
         self.preprocess = build_preprocessor(self.config)
         self.runtime: Runtime = create_runtime(self.files, options)
         self._label_file_option = label_file

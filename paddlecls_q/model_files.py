@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import hashlib
+import signal
+import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from paddlecls_q.errors import ModelFormatError
+from paddlecls_q.errors import ConfigError, ModelFormatError
+
+if TYPE_CHECKING:
+    from paddlecls_q.config import InferenceClsConfig
 
 INFERENCE_CLS_YAML = "inference_cls.yaml"
 QUANT_OP_PREFIXES = ("quantize_linear", "dequantize_linear", "fake_quantize", "fake_channel_wise", "fake_dequantize")
 # Bytes per element of Paddle's VarType codes (BOOL, INT16, INT32, INT64, FP16, FP32, FP64, UINT8, INT8, BF16).
 DTYPE_BYTES = {0: 1, 1: 2, 2: 4, 3: 8, 4: 2, 5: 4, 6: 8, 20: 1, 21: 1, 22: 2}
+_DENSE_TENSOR = 7  # VarType code of LOD_TENSOR / DENSE_TENSOR
+_MAX_LOD_LEVELS = 16
+_MAX_TENSOR_DESC_BYTES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -23,6 +33,7 @@ class ModelFiles:
     params: Path
     is_quantized: bool
     legacy_format: bool
+    input_shape: tuple[int, ...] | None = None  # the first feed's declared NCHW shape (-1: free); None if unknown
 
     @property
     def inference_cls_yaml(self) -> Path:
@@ -50,11 +61,90 @@ def _pick_program(folder: Path) -> Path:
     )
 
 
-def _read_legacy_program(program: Path, params: Path) -> bool:
-    """Parse a `.pdmodel`, check the params file holds every weight; return whether it is quantized."""
+def framework_proto() -> Any:
+    """Paddle's program protobuf module (`framework_pb2`), imported without losing the process's SIGTERM handler.
+
+    Importing paddle installs glog's C++ failure handler for SIGTERM, which prints a "FatalError" trace and
+    kills the process before Python's handler (the CLI's clean exit 143) runs; the handler that was there
+    before comes back. Paddle installs it once, at its first import: this is the first import on every path.
+    """
+    before = signal.getsignal(signal.SIGTERM)
     from paddle.base.proto import framework_pb2
+
+    if before is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, before)
+    return framework_pb2
+
+
+def declared_tensor(var: Any) -> Any:
+    """The TensorDesc a program declares for a persistable variable (Paddle 3.x renamed `lod_tensor` to `dense_tensor`)."""
+    holder = var.type.dense_tensor if hasattr(var.type, "dense_tensor") else var.type.lod_tensor
+    return holder.tensor
+
+
+def weight_variables(block: Any) -> dict[str, Any]:
+    """The program's weights: persistable dense tensors other than feed/fetch, by name."""
+    return {
+        var.name: var
+        for var in block.vars
+        if var.persistable and var.type.type == _DENSE_TENSOR and var.name not in ("feed", "fetch")
+    }
+
+
+def read_params_tensors(params: Path, names: list[str]) -> dict[str, Any] | None:
+    """The TensorDesc stored for each of `names` in a combined params file; None unless they cover it exactly.
+
+    A combined `.pdiparams` holds the weights in name order, each as (version, LoD, TensorDesc, data);
+    the data is skipped, not read, so a file from a hostile source costs a few reads per tensor.
+    """
+    tensor_desc = framework_proto().VarType.TensorDesc
+    size = params.stat().st_size
+    stored = {}
+    with params.open("rb") as handle:
+
+        def take(count: int) -> bytes:
+            data = handle.read(count)
+            if len(data) != count:
+                raise ValueError("short read")
+            return data
+
+        try:
+            for name in names:
+                take(4)  # tensor version
+                (lod_levels,) = struct.unpack("<Q", take(8))
+                if lod_levels > _MAX_LOD_LEVELS:
+                    return None
+                for _ in range(lod_levels):
+                    (lod_bytes,) = struct.unpack("<Q", take(8))
+                    handle.seek(lod_bytes, 1)
+                take(4)  # tensor desc version
+                (desc_bytes,) = struct.unpack("<i", take(4))
+                if not 0 < desc_bytes <= _MAX_TENSOR_DESC_BYTES:
+                    return None
+                tensor = tensor_desc.FromString(take(desc_bytes))
+                numel = 1
+                for dim in tensor.dims:
+                    if dim < 0:
+                        return None
+                    numel *= dim
+                data_bytes = numel * DTYPE_BYTES[tensor.data_type]
+                if handle.tell() + data_bytes > size:
+                    return None
+                handle.seek(data_bytes, 1)
+                stored[name] = tensor
+        except (ValueError, KeyError, struct.error):  # DecodeError is a ValueError
+            return None
+        if handle.tell() != size:
+            return None
+    return stored
+
+
+def _read_legacy_program(program: Path, params: Path) -> tuple[bool, tuple[int, ...] | None]:
+    """Parse a `.pdmodel`, check the params file holds its weights (count, order, shapes); return whether it is
+    quantized and its input's declared shape."""
     from google.protobuf.message import DecodeError
 
+    framework_pb2 = framework_proto()
     try:
         desc = framework_pb2.ProgramDesc.FromString(program.read_bytes())  # type: ignore[attr-defined]  # generated protobuf
     except (DecodeError, ValueError, RuntimeError):
@@ -74,22 +164,62 @@ def _read_legacy_program(program: Path, params: Path) -> bool:
         if argument.parameter == "X"
         for name in argument.arguments
     }
+    weights = weight_variables(block)
     weight_bytes = 0
-    for var in block.vars:
-        if not var.persistable or var.type.type != 7 or var.name in ("feed", "fetch"):  # 7: LOD_TENSOR
-            continue
-        # Paddle 3.x renamed the proto field `lod_tensor` to `dense_tensor`.
-        holder = var.type.dense_tensor if hasattr(var.type, "dense_tensor") else var.type.lod_tensor
-        tensor = holder.tensor
+    for name, var in weights.items():
+        tensor = declared_tensor(var)
         numel = 1
         for dim in tensor.dims:
             numel *= max(dim, 0)
-        weight_bytes += numel * (1 if var.name in int8_weights else DTYPE_BYTES.get(tensor.data_type, 4))
+        weight_bytes += numel * (1 if name in int8_weights else DTYPE_BYTES.get(tensor.data_type, 4))
     if params.stat().st_size < weight_bytes:
         raise ModelFormatError(
             f"{params}: truncated params file ({params.stat().st_size} bytes, the model's weights need {weight_bytes})"
         )
-    return any(op.startswith(QUANT_OP_PREFIXES) for op in op_types)
+    _check_params_match(program, params, weights)
+    return any(op.startswith(QUANT_OP_PREFIXES) for op in op_types), _feed_shape(block)
+
+
+def _squeezed(dims: Any) -> list[int]:
+    return [int(dim) for dim in dims if dim != 1]
+
+
+def weights_match(weights: dict[str, Any], stored: dict[str, Any]) -> str:
+    """"" when every stored tensor has its declared shape, else the first difference as text.
+
+    Size-1 dimensions are ignored: quantization scales are saved as [1, C] or [] where the program says [C] or [1].
+    """
+    for name, tensor in stored.items():
+        declared = list(declared_tensor(weights[name]).dims)
+        if -1 not in declared and _squeezed(declared) != _squeezed(tensor.dims):
+            return f"weight {name!r} has shape {list(tensor.dims)} where the program declares {declared}"
+    return ""
+
+
+def _check_params_match(program: Path, params: Path, weights: dict[str, Any]) -> None:
+    """A params file from another model (other weights, or the same ones with other shapes) fails here, not in the engine."""
+    stored = read_params_tensors(params, sorted(weights))
+    if stored is None:
+        raise ModelFormatError(
+            f"{params}: does not hold the {len(weights)} weights {program.name} declares "
+            "(a params file from another model?)"
+        )
+    difference = weights_match(weights, stored)
+    if difference:
+        raise ModelFormatError(f"{params}: {difference} (a params file from another model?)")
+
+
+def _feed_shape(block: Any) -> tuple[int, ...] | None:
+    """The declared shape of the program's first input (the `feed` op with col 0)."""
+    first = [op for op in block.ops if op.type == "feed" and all(a.i == 0 for a in op.attrs if a.name == "col")]
+    names = [name for op in first[:1] for argument in op.outputs for name in argument.arguments]
+    variables = {var.name: var for var in block.vars}
+    if not names or names[0] not in variables:
+        return None
+    try:
+        return tuple(int(dim) for dim in declared_tensor(variables[names[0]]).dims)
+    except (AttributeError, ValueError):
+        return None
 
 
 def find_model_files(folder: str | Path, program_name: str | None = None, params_name: str | None = None) -> ModelFiles:
@@ -113,12 +243,20 @@ def find_model_files(folder: str | Path, program_name: str | None = None, params
         empty = program if program.stat().st_size == 0 else params
         raise ModelFormatError(f"{empty}: empty file")
     legacy = program.suffix == ".pdmodel"
+    input_shape = None
     if legacy:
-        quantized = _read_legacy_program(program, params)
+        quantized, input_shape = _read_legacy_program(program, params)
     else:
         text = program.read_text(encoding="utf-8", errors="replace")
         quantized = "quantize_linear" in text
-    return ModelFiles(folder=folder, program=program, params=params, is_quantized=quantized, legacy_format=legacy)
+    return ModelFiles(
+        folder=folder,
+        program=program,
+        params=params,
+        is_quantized=quantized,
+        legacy_format=legacy,
+        input_shape=input_shape,
+    )
 
 
 def require_inference_cls_yaml(files: ModelFiles) -> Path:
@@ -129,3 +267,25 @@ def require_inference_cls_yaml(files: ModelFiles) -> Path:
             "(quantized folders need the FP32 model's preprocessing config)"
         )
     return files.inference_cls_yaml
+
+
+def load_inference_config(files: ModelFiles, yaml_from: ModelFiles | None = None) -> InferenceClsConfig:
+    """The folder's (or `yaml_from`'s) inference_cls.yaml, validated, and checked to make images of the size the
+    model's input declares: a ConfigError naming the yaml key and both sizes, before any engine loads."""
+    from paddlecls_q.config import load_inference_cls_yaml
+
+    config = load_inference_cls_yaml(require_inference_cls_yaml(yaml_from or files))
+    produced, shape = config.output_size(), files.input_shape
+    if produced is None or shape is None or len(shape) != 4:
+        return config
+    key, (height, width) = produced
+
+    def fits(dims: tuple[int, ...]) -> bool:
+        return all(dim <= 0 or dim == size for dim, size in zip(dims, (height, width)))
+
+    if not (fits(shape[2:]) or (shape[3] in (1, 3, 4) and fits(shape[1:3]))):  # NCHW, or NHWC
+        raise ConfigError(
+            f"{config.source}: key {key!r}: the preprocessing makes {height}x{width} images but the input of "
+            f"{files.program} is {list(shape)}"
+        )
+    return config

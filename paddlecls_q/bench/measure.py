@@ -29,10 +29,10 @@ import numpy as np
 
 from paddlecls_q.bench.results import BenchResult, CellResult, ThreadCheck, compare_to_fp32, measured_accuracy, read_quantize_report, run_warnings
 from paddlecls_q.bench.settings import BenchModels, BenchSettings, not_available_reason
-from paddlecls_q.config import InferenceClsConfig, NormalizeImageOp, RuntimeOptions, load_inference_cls_yaml, validate
+from paddlecls_q.config import InferenceClsConfig, NormalizeImageOp, RuntimeOptions, validate
 from paddlecls_q.environment import describe_environment, load_average
 from paddlecls_q.errors import BackendUnavailableError, ModelFormatError, PaddleClsQError
-from paddlecls_q.model_files import ModelFiles, require_inference_cls_yaml
+from paddlecls_q.model_files import ModelFiles, load_inference_config
 from paddlecls_q.postprocess import are_probabilities, to_probabilities, top_k_probabilities
 from paddlecls_q.preprocess import FastPreprocessor, ImagePreprocessor, compile_plan, read_image, reference_preprocessor
 from paddlecls_q.preprocess.reference import resized_size
@@ -247,12 +247,12 @@ def one_line(error: BaseException, limit: int = 300) -> str:
 def inference_config(files: ModelFiles, fallback: ModelFiles | None) -> tuple[InferenceClsConfig, str]:
     """The folder's inference_cls.yaml; an INT8 folder without one uses the FP32 model's (PaddleClas's advice)."""
     try:
-        return load_inference_cls_yaml(require_inference_cls_yaml(files)), ""
+        return load_inference_config(files), ""
     except ModelFormatError:
         if fallback is None:
             raise
         note = f"{files.folder} has no inference_cls.yaml; used the FP32 model's preprocessing"
-        return load_inference_cls_yaml(require_inference_cls_yaml(fallback)), note
+        return load_inference_config(files, yaml_from=fallback), note
 
 
 def run_benchmark(

@@ -35,7 +35,7 @@ def serve_command(
     ] = None,
 ) -> None:
     """Serve a model over HTTP on Ray Serve until Ctrl-C / SIGTERM, batching requests dynamically."""
-    from paddlecls_q.model_files import find_model_files, require_inference_cls_yaml
+    from paddlecls_q.model_files import find_model_files, load_inference_config
     from paddlecls_q.serve.app import ServeSettings, require_ray, run_server
 
     options = runtime_options(backend, device, threads)
@@ -45,7 +45,7 @@ def serve_command(
     if batch_wait_ms < 0 or max_request_mb <= 0:
         raise ConfigError("--batch-wait-ms must be >= 0 and --max-request-mb > 0")
     folder = resolve_model_dir(model_dir, model, quantized)
-    require_inference_cls_yaml(find_model_files(folder))  # a bad folder fails here, not in a replica
+    load_inference_config(find_model_files(folder))  # a bad folder fails here, not in a replica
     require_ray()
     settings = ServeSettings(
         model_dir=folder.resolve(),

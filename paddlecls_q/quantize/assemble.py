@@ -7,11 +7,17 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from paddlecls_q.config import load_inference_cls_yaml
 from paddlecls_q.qdq_onnx import ReduceRange
-from paddlecls_q.model_files import DTYPE_BYTES, INFERENCE_CLS_YAML
+from paddlecls_q.model_files import (
+    INFERENCE_CLS_YAML,
+    declared_tensor,
+    framework_proto,
+    read_params_tensors,
+    weight_variables,
+    weights_match,
+)
 from paddlecls_q.quantize.plan import QuantizationPlan, is_within
 from paddlecls_q.runtime.convert import paddle_to_onnx
 
@@ -20,52 +26,18 @@ def align_weight_dtypes(program: Path, params: Path) -> int:
     """Make the program's weight dtypes say what the params file holds; returns how many changed.
 
     PaddleSlim's ONNX-format save stores quantized weights as int8 but leaves them declared
-    FP32 in the program, so a size check of the params against the program fails. The combined
-    params file lists every persistable tensor in name order, each with its own TensorDesc;
-    nothing is changed unless that walk covers the file exactly and every size matches.
+    FP32 in the program, so a size check of the params against the program fails. Nothing is
+    changed unless the params walk (`model_files.read_params_tensors`) covers the file exactly
+    and every size matches.
     """
-    import struct
-
-    from paddle.base.proto import framework_pb2
-
-    desc = framework_pb2.ProgramDesc.FromString(program.read_bytes())  # type: ignore[attr-defined]
-    block = desc.blocks[0]
-    variables = {
-        var.name: var
-        for var in block.vars
-        if var.persistable and var.type.type == 7 and var.name not in ("feed", "fetch")  # 7: DENSE_TENSOR
-    }
-    data, position, stored = params.read_bytes(), 0, {}
-    try:
-        for name in sorted(variables):
-            position += 4  # tensor version
-            (lod_levels,) = struct.unpack_from("<Q", data, position)
-            position += 8
-            for _ in range(lod_levels):
-                (size,) = struct.unpack_from("<Q", data, position)
-                position += 8 + size
-            position += 4  # tensor desc version
-            (desc_size,) = struct.unpack_from("<i", data, position)
-            position += 4
-            tensor = framework_pb2.VarType.TensorDesc.FromString(  # type: ignore[attr-defined]
-                data[position : position + desc_size]
-            )
-            position += desc_size + int(np.prod(tensor.dims, dtype=np.int64)) * DTYPE_BYTES[tensor.data_type]
-            stored[name] = tensor
-    except (struct.error, KeyError, ValueError):
-        return 0
-    if position != len(data):
+    desc = framework_proto().ProgramDesc.FromString(program.read_bytes())
+    variables = weight_variables(desc.blocks[0])
+    stored = read_params_tensors(params, sorted(variables))
+    if stored is None or not weights_match(variables, stored):
         return 0
     changed = 0
     for name, tensor in stored.items():
-        holder = variables[name].type
-        declared = (holder.dense_tensor if hasattr(holder, "dense_tensor") else holder.lod_tensor).tensor
-        # Scales are saved as [1, C] or [] where the program says [C] or [1]: compare sizes.
-        if -1 not in declared.dims and int(np.prod(declared.dims)) != int(np.prod(tensor.dims)):
-            return 0
-    for name, tensor in stored.items():
-        holder = variables[name].type
-        declared = (holder.dense_tensor if hasattr(holder, "dense_tensor") else holder.lod_tensor).tensor
+        declared = declared_tensor(variables[name])
         if declared.data_type != tensor.data_type:
             declared.data_type = tensor.data_type
             changed += 1

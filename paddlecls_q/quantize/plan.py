@@ -6,9 +6,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from paddlecls_q.config import QuantizeConfig, did_you_mean, load_inference_cls_yaml
+from paddlecls_q.config import QuantizeConfig, did_you_mean
 from paddlecls_q.errors import ConfigError, InputError, ModelFormatError
-from paddlecls_q.model_files import ModelFiles, find_model_files, require_inference_cls_yaml
+from paddlecls_q.model_files import ModelFiles, find_model_files, load_inference_config
 from paddlecls_q import fsutil
 from paddlecls_q.preprocess.image_io import list_images
 from paddlecls_q.quantize.paddle_patches import import_paddle, version_mismatches
@@ -83,7 +83,7 @@ def _check_model(config: QuantizeConfig) -> ModelFiles:
         )
     if files.is_quantized:
         raise ModelFormatError(f"{files.folder}: the model is already quantized; give the FP32 model folder")
-    load_inference_cls_yaml(require_inference_cls_yaml(files))
+    load_inference_config(files)
     return files
 
 
