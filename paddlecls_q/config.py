@@ -33,10 +33,13 @@ MAX_IMAGE_SIDE = 8192
 MAX_THREADS = 256
 MAX_BATCH_SIZE = 4096
 MAX_COUNT = 10**9
+MAX_ITERATIONS = 10**6  # timed or warm-up calls of one bench cell (its timings are held in memory)
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 Threads = Annotated[int, Field(ge=1, le=MAX_THREADS)]
 BatchSize = Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)]
 Count = Annotated[int, Field(ge=1, le=MAX_COUNT)]
+Iterations = Annotated[int, Field(ge=1, le=MAX_ITERATIONS)]
+WarmupIterations = Annotated[int, Field(ge=0, le=MAX_ITERATIONS)]
 QuantizableOp = Literal[
     "conv2d",
     "depthwise_conv2d",

@@ -21,17 +21,27 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 import httpx
+from pydantic import Field
 
 from paddlecls_q import __version__
 from paddlecls_q.archive import ArchiveBudget, extract_archive, unsafe_path
-from paddlecls_q.config import load_yaml
-from paddlecls_q.errors import ConfigError, DownloadError, ModelFormatError
-from paddlecls_q.fsutil import AlreadyExistsError, checked_path, publish, remove_stale, sha256_file, staging_name
+from paddlecls_q.config import StrictModel, load_yaml, shorten, validate
+from paddlecls_q.errors import ConfigError, DownloadError, InputError, ModelFormatError
+from paddlecls_q.fsutil import (
+    MAX_CONFIG_BYTES,
+    AlreadyExistsError,
+    checked_path,
+    publish,
+    read_bounded,
+    remove_stale,
+    sha256_file,
+    staging_name,
+)
 from paddlecls_q.model_files import INFERENCE_CLS_YAML, find_model_files
 from paddlecls_q.registry import DEFAULT_HOST, ModelEntry, cache_home, get_model
 
@@ -126,16 +136,28 @@ def manifest_path() -> Path:
     return cache_home() / MANIFEST_NAME
 
 
+class ManifestEntry(StrictModel):
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    size_bytes: int = Field(ge=0)
+    url: str
+
+
+class Manifest(StrictModel):
+    version: Literal[1] = 1
+    artifacts: dict[str, ManifestEntry] = {}
+
+
 def read_manifest() -> dict[str, Any]:
-    """The recorded artifacts, keyed by tarball name: {"sha256", "size_bytes", "url"}."""
+    """The recorded artifacts, keyed by tarball name: {"sha256", "size_bytes", "url"}, each validated."""
     path = manifest_path()
     if not path.exists():
         return {}
     try:
-        artifacts = json.loads(path.read_text(encoding="utf-8")).get("artifacts", {})
-    except (OSError, ValueError, AttributeError) as error:
-        raise DownloadError(f"{path}: unreadable download manifest ({error}); repair or delete it") from None
-    return artifacts if isinstance(artifacts, dict) else {}
+        data = json.loads(read_bounded(path, MAX_CONFIG_BYTES, "download manifest"))
+    except ValueError as error:
+        raise ConfigError(f"{path}: unreadable download manifest ({shorten(str(error))}); repair or delete it") from None
+    manifest = validate(Manifest, data, f"{path} (the download manifest; repair or delete it)")
+    return {name: entry.model_dump() for name, entry in manifest.artifacts.items()}
 
 
 def _record_hash(filename: str, url: str, sha256: str, size_bytes: int) -> None:
@@ -433,7 +455,7 @@ def download_model(
             _remove(archive.with_name(archive.name + ".part"))
         action = "cached"
         if archive.exists() and not archive.is_file():
-            raise DownloadError(f"{archive}: the cached archive is not a regular file; remove it")
+            raise InputError(f"{archive}: the cached archive is not a regular file; remove it")
         if archive.exists() and not force:
             digest = sha256_file(archive)
             if expected and digest != expected:

@@ -1,6 +1,7 @@
 """Filesystem rules shared by every command: no empty paths, bounded reads, no-replace publishing.
 
 - `checked_path` refuses an empty or whitespace path (it would mean the current folder).
+- `writable_folder` refuses a folder setting that names a file or a read-only place.
 - `read_bounded` reads regular files only, up to a size cap (never /dev/zero or a FIFO).
 - `publish` renames a finished file or folder into place; without `force` it refuses, at
   the moment of the rename, to replace anything that exists (renameat2 RENAME_NOREPLACE).
@@ -37,6 +38,21 @@ def checked_path(value: str | os.PathLike[str], what: str) -> Path:
     if not text.strip():
         raise ConfigError(f"{what}: an empty path is not allowed (got {text!r})")
     return Path(text).expanduser()
+
+
+def writable_folder(path: Path, what: str) -> Path:
+    """`path`, if it is or can become a folder this process writes into; a ConfigError naming `what` if not.
+
+    Nothing is created: the nearest part of `path` that exists must be a folder and writable.
+    """
+    existing = Path(path)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{what} {path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {path}: {existing} is not writable")
+    return Path(path)
 
 
 def read_bounded(path: str | os.PathLike[str], max_bytes: int = MAX_CONFIG_BYTES, what: str = "file") -> bytes:

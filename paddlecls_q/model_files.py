@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from paddlecls_q.errors import ConfigError, ModelFormatError
+from paddlecls_q.fsutil import read_bounded
 
 if TYPE_CHECKING:
     from paddlecls_q.config import InferenceClsConfig
@@ -19,6 +20,7 @@ INFERENCE_CLS_YAML = "inference_cls.yaml"
 QUANT_OP_PREFIXES = ("quantize_linear", "dequantize_linear", "fake_quantize", "fake_channel_wise", "fake_dequantize")
 # Bytes per element of Paddle's VarType codes (BOOL, INT16, INT32, INT64, FP16, FP32, FP64, UINT8, INT8, BF16).
 DTYPE_BYTES = {0: 1, 1: 2, 2: 4, 3: 8, 4: 2, 5: 4, 6: 8, 20: 1, 21: 1, 22: 2}
+MAX_PROGRAM_BYTES = 256 << 20  # the program only; weights are in the params file, walked without reading
 _DENSE_TENSOR = 7  # VarType code of LOD_TENSOR / DENSE_TENSOR
 _MAX_LOD_LEVELS = 16
 _MAX_TENSOR_DESC_BYTES = 1 << 16
@@ -51,7 +53,7 @@ class ModelFiles:
 
 def _pick_program(folder: Path) -> Path:
     for name in ("inference.pdmodel", "model.pdmodel", "inference.json", "model.json"):
-        if (folder / name).is_file():
+        if (folder / name).exists():  # a folder or device under this name is refused below, not skipped
             return folder / name
     others = sorted(folder.glob("*.pdmodel")) or sorted(p for p in folder.glob("*.json") if p.with_suffix(".pdiparams").exists())
     if len(others) == 1:
@@ -146,7 +148,7 @@ def _read_legacy_program(program: Path, params: Path) -> tuple[bool, tuple[int, 
 
     framework_pb2 = framework_proto()
     try:
-        desc = framework_pb2.ProgramDesc.FromString(program.read_bytes())  # type: ignore[attr-defined]  # generated protobuf
+        desc = framework_pb2.ProgramDesc.FromString(read_bounded(program, MAX_PROGRAM_BYTES, "model file"))
     except (DecodeError, ValueError, RuntimeError):
         desc = None
     if desc is None or not desc.blocks:
@@ -235,10 +237,15 @@ def find_model_files(folder: str | Path, program_name: str | None = None, params
         raise ModelFormatError(f"{folder}: not a folder (pass the model folder, not a file)")
     program = folder / program_name if program_name else _pick_program(folder)
     params = folder / params_name if params_name else program.with_suffix(".pdiparams")
-    if not program.is_file():
+    if not program.exists():
         raise ModelFormatError(f"{program}: not found (model_filename names a file that is not in the model folder)")
-    if not params.is_file():
+    if not params.exists():
         raise ModelFormatError(f"{folder}: {params.name} is missing next to {program.name}")
+    for path in (program, params):
+        if path.is_dir():
+            raise ModelFormatError(f"{path}: is a folder, not a model file")
+        if not path.is_file():
+            raise ModelFormatError(f"{path}: not a regular file")
     if program.stat().st_size == 0 or params.stat().st_size == 0:
         empty = program if program.stat().st_size == 0 else params
         raise ModelFormatError(f"{empty}: empty file")
@@ -247,7 +254,7 @@ def find_model_files(folder: str | Path, program_name: str | None = None, params
     if legacy:
         quantized, input_shape = _read_legacy_program(program, params)
     else:
-        text = program.read_text(encoding="utf-8", errors="replace")
+        text = read_bounded(program, MAX_PROGRAM_BYTES, "model file").decode("utf-8", errors="replace")
         quantized = "quantize_linear" in text
     return ModelFiles(
         folder=folder,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from paddlecls_q.errors import ConfigError
+from paddlecls_q.fsutil import checked_path, writable_folder
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 ASSETS_DIR = PACKAGE_DIR / "assets"
@@ -17,6 +18,7 @@ DEMO_IMAGE = ASSETS_DIR / "images" / "fashion_mnist_test_0.png"
 DEFAULT_PHOTO = ASSETS_DIR / "images" / "ILSVRC2012_val_00000010.jpeg"
 
 DEFAULT_HOST = "https://bj.bcebos.com/paddlehub/fastdeploy"
+HOME_ENV = "PADDLECLS_Q_HOME"
 
 # Column order of the seed's latency tables.
 PrecisionMode = Literal["fp32", "int8", "int8+fp16", "int8+fp16+pm"]
@@ -132,10 +134,10 @@ def get_model(name: str) -> ModelEntry:
 
 def cache_home() -> Path:
     """Where downloads and conversions are cached: $PADDLECLS_Q_HOME, else the XDG cache folder."""
-    if os.environ.get("PADDLECLS_Q_HOME"):
-        return Path(os.environ["PADDLECLS_Q_HOME"]).expanduser()
+    if os.environ.get(HOME_ENV):
+        return writable_folder(checked_path(os.environ[HOME_ENV], f"${HOME_ENV}"), f"${HOME_ENV}")
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "paddlecls-q"
+    return writable_folder(Path(xdg) / "paddlecls-q", "the cache folder")
 
 
 def model_dir(name: str, quantized: bool = False) -> Path:

@@ -9,7 +9,19 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from paddlecls_q import registry
-from paddlecls_q.config import BACKENDS, GPU_BACKENDS, Backend, Device, StrictModel, choice, parse_device, validate
+from paddlecls_q.config import (
+    BACKENDS,
+    GPU_BACKENDS,
+    Backend,
+    Device,
+    Iterations,
+    StrictModel,
+    Threads,
+    WarmupIterations,
+    choice,
+    parse_device,
+    validate,
+)
 from paddlecls_q.errors import ConfigError, ModelFormatError
 from paddlecls_q.model_files import ModelFiles, find_model_files
 from paddlecls_q.registry import PRECISION_MODES, ModelEntry, PrecisionMode
@@ -36,20 +48,20 @@ class BenchSettings(StrictModel):
 
     backends: tuple[Backend, ...] = CPU_BACKENDS
     device: Device = "cpu"
-    threads: int = Field(default=1, ge=1, le=256)
-    iters: int = Field(default=1000, ge=1)
-    warmup: int = Field(default=100, ge=0)
+    threads: Threads = 1
+    iters: Iterations = 1000
+    warmup: WarmupIterations = 100
     modes: tuple[Mode, ...] = PRECISION_MODES
     image: Path = registry.DEFAULT_PHOTO
     schedule: Literal["interleaved", "sequential"] = "interleaved"
-    block: int = Field(default=10, ge=1)
+    block: Iterations = 10
     bare_loop: bool = True
     cache_dir: Path | None = None
     gpu_id: int = Field(default=0, ge=0, le=63)
     # Throughput (measured only when batch sizes are given): images/s per batch size × thread count, and peak RSS.
     batch_sizes: tuple[Annotated[int, Field(ge=1, le=1024)], ...] = ()
-    threads_list: tuple[Annotated[int, Field(ge=1, le=256)], ...] = ()
-    throughput_images: int = Field(default=64, ge=1)
+    threads_list: tuple[Threads, ...] = ()
+    throughput_images: Iterations = 64
 
 
 def parse_choices(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:

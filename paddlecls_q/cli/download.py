@@ -77,7 +77,7 @@ def download_command(
     max_ratio: Annotated[
         float,
         typer.Option(
-            "--max-ratio", min=1, help="Refuse an archive that unpacks to more than this many times its size."
+            "--max-ratio", min=1, max=1e6, help="Refuse an archive that unpacks to more than this many times its size."
         ),
     ] = ArchiveBudget().max_ratio,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")] = False,

@@ -9,8 +9,7 @@ import typer
 from rich.markup import escape
 
 from paddlecls_q.cli.app import command, console, runtime_options
-from paddlecls_q.config import BACKENDS
-from paddlecls_q.errors import ConfigError
+from paddlecls_q.config import BACKENDS, MAX_BATCH_SIZE, MAX_THREADS
 from paddlecls_q.infer import resolve_model_dir
 
 
@@ -23,12 +22,18 @@ def serve_command(
     device: Annotated[Optional[str], typer.Option("--device", help="cpu or gpu [default: gpu for trt/paddle-trt].")] = None,
     threads: Annotated[int, typer.Option("--threads", help="CPU threads per replica's engine.")] = 1,
     host: Annotated[str, typer.Option("--host", help="Address to bind (0.0.0.0 to serve other machines).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="HTTP port.")] = 8000,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="HTTP port.")] = 8000,
     name: Annotated[Optional[str], typer.Option("--name", help="Model name in the v2 API [default: the folder's name].")] = None,
-    replicas: Annotated[int, typer.Option("--replicas", help="Engine replicas (Ray actors).")] = 1,
-    max_batch_size: Annotated[int, typer.Option("--max-batch-size", help="Most images per engine call (1: no batching).")] = 8,
-    batch_wait_ms: Annotated[float, typer.Option("--batch-wait-ms", help="How long a batch waits to fill.")] = 2.0,
-    max_request_mb: Annotated[float, typer.Option("--max-request-mb", help="Largest request body accepted.")] = 20.0,
+    replicas: Annotated[int, typer.Option("--replicas", min=1, max=MAX_THREADS, help="Engine replicas (Ray actors).")] = 1,
+    max_batch_size: Annotated[
+        int, typer.Option("--max-batch-size", min=1, max=MAX_BATCH_SIZE, help="Most images per engine call (1: no batching).")
+    ] = 8,
+    batch_wait_ms: Annotated[
+        float, typer.Option("--batch-wait-ms", min=0, max=60_000, help="How long a batch waits to fill.")
+    ] = 2.0,
+    max_request_mb: Annotated[
+        float, typer.Option("--max-request-mb", min=0.001, max=4096, help="Largest request body accepted.")
+    ] = 20.0,
     label_file: Annotated[Optional[Path], typer.Option("--label-file", help="`<id> <name>` per line.")] = None,
     address: Annotated[
         Optional[str], typer.Option("--address", help="Ray cluster to deploy on [default: $RAY_ADDRESS, else a local Ray].")
@@ -39,11 +44,6 @@ def serve_command(
     from paddlecls_q.serve.app import ServeSettings, require_ray, run_server
 
     options = runtime_options(backend, device, threads)
-    for flag, value in (("--replicas", replicas), ("--max-batch-size", max_batch_size), ("--port", port)):
-        if value < 1:
-            raise ConfigError(f"{flag} must be at least 1, got {value}")
-    if batch_wait_ms < 0 or max_request_mb <= 0:
-        raise ConfigError("--batch-wait-ms must be >= 0 and --max-request-mb > 0")
     folder = resolve_model_dir(model_dir, model, quantized)
     load_inference_config(find_model_files(folder))  # a bad folder fails here, not in a replica
     require_ray()
