@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import tarfile
 from pathlib import Path
 
 import pytest
+from helpers import assert_one_line_error
 from httpserver import build_tiny_model, make_release, serve_directory, tar_with
+from typer.testing import CliRunner
 
 from paddlecls_q.archive import ArchiveBudget, extract_archive
+from paddlecls_q.cli import app
 from paddlecls_q.download import MIRROR_ENV, HttpSettings, download_model, read_manifest
 from paddlecls_q.errors import ConfigError, DownloadError
+from paddlecls_q.registry import DEMO_MODEL_DIR
 
 FAST = HttpSettings(connect_timeout_s=1.0, read_timeout_s=1.0, retries=1, backoff_s=0.01)
 RESNET_FP32 = "ResNet50_vd_infer.tgz"
@@ -147,3 +152,56 @@ def test_too_many_members_is_refused(tmp_path: Path):
     with pytest.raises(DownloadError, match="members, more than the limit of 10000 .--max-members"):
         extract_archive(archive, tmp_path / "out")
     assert not any((tmp_path / "out").iterdir())
+
+
+# ---- the cache itself: its manifest, its archives, its folder -------------------------------------------------
+
+runner = CliRunner()
+
+
+def cli_download(server, *args: str):
+    return runner.invoke(app, ["download", "ResNet50_vd", "--mirror", server.url, *args])
+
+
+@pytest.mark.parametrize("sha256", [123, None, ["0" * 64], "0" * 63, "z" * 64])
+def test_a_bad_sha256_in_the_manifest_is_one_line(server, home: Path, sha256):
+    home.mkdir(parents=True)
+    entry = {"sha256": sha256, "size_bytes": 1, "url": "http://x"}
+    (home / "manifest.json").write_text(json.dumps({"version": 1, "artifacts": {RESNET_FP32: entry}}))
+    result = cli_download(server)
+    assert_one_line_error(result, 2, f"key 'artifacts.{RESNET_FP32}.sha256'")
+    assert "the download manifest; repair or delete it" in result.output
+    assert not (home / "models" / "ResNet50_vd_infer").exists()
+
+
+def test_a_manifest_that_is_not_json_is_one_line(server, home: Path):
+    home.mkdir(parents=True)
+    (home / "manifest.json").write_text("{not json")
+    assert_one_line_error(cli_download(server), 2, "unreadable download manifest")
+
+
+def test_a_cached_archive_that_is_a_folder_is_one_line(server, home: Path):
+    (home / "downloads" / RESNET_FP32).mkdir(parents=True)
+    assert_one_line_error(cli_download(server), 2, "the cached archive is not a regular file; remove it")
+
+
+def test_a_home_that_is_a_file_is_one_line(server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fashion_image):
+    blocker = tmp_path / "home-file"
+    blocker.write_text("mine")
+    for home in (blocker, blocker / "sub"):
+        monkeypatch.setenv("PADDLECLS_Q_HOME", str(home))
+        expected = f"$PADDLECLS_Q_HOME {home}: {blocker} is not a folder"
+        assert_one_line_error(cli_download(server), 2, expected)
+        infer = ["infer", "--model-dir", str(DEMO_MODEL_DIR), "--image", str(fashion_image), "--backend", "ort"]
+        assert_one_line_error(runner.invoke(app, infer), 2, expected)
+    assert blocker.read_text() == "mine"
+
+
+def test_a_read_only_home_is_one_line(server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from test_download import tmpfs
+
+    readonly = tmp_path / "readonly"
+    with tmpfs(readonly, "ro,size=64k"):
+        monkeypatch.setenv("PADDLECLS_Q_HOME", str(readonly / "home"))
+        result = cli_download(server)
+    assert_one_line_error(result, 2, f"$PADDLECLS_Q_HOME {readonly / 'home'}: {readonly} is not writable")
