@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from helpers import assert_one_line_error
 from typer.testing import CliRunner
 
 from paddlecls_q.cli import app
+from paddlecls_q.registry import DEMO_MODEL_DIR
 from paddlecls_q.cli.app import command, err_console, os_error_text
 
 HOSTILE = "[link=http://evil]boot[/link]:x:"
@@ -94,7 +97,25 @@ def test_compare_of_models_with_different_class_counts_is_an_error():
     def result(folder: str, classes: int) -> EvalResult:
         return EvalResult(folder, 90.0, 99.0, 1, [], [3], 1.0, {}, model_classes=classes)
 
-    import pytest
-
     with pytest.raises(ConfigError, match="has 10 classes but b has 1000"):
         compare(result("a", 10), result("b", 1000), dataset=None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "value"),
+    [
+        ("serve", "--batch-wait-ms", "nan"),
+        ("serve", "--batch-wait-ms", "inf"),
+        ("serve", "--max-request-mb", "inf"),
+        ("serve", "--max-request-mb", "0"),
+        ("serve", "--replicas", "100000"),
+        ("serve", "--max-batch-size", "100000000"),
+        ("serve", "--port", "0"),
+        ("download", "--max-ratio", "inf"),
+        ("download", "--max-ratio", "nan"),
+    ],
+)
+def test_numeric_flags_are_finite_and_bounded(command: str, flag: str, value: str):
+    target = ["--model-dir", str(DEMO_MODEL_DIR)] if command == "serve" else ["ResNet50_vd"]
+    result = CliRunner().invoke(app, [command, *target, flag, value])
+    assert_one_line_error(result, 2, f"Invalid value for '{flag}'")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 
-from paddlecls_q.config import load_inference_cls_yaml, load_quantize_config, load_yaml
+from paddlecls_q.config import QuantizeConfig, load_inference_cls_yaml, load_quantize_config, load_yaml
 from paddlecls_q.errors import ConfigError, InputError
 from paddlecls_q.fsutil import checked_path, read_bounded
 
@@ -123,3 +124,72 @@ def test_non_utf8_yaml_is_one_error(tmp_path: Path):
 def test_empty_paths_are_refused(value: str):
     with pytest.raises(ConfigError, match="--output: an empty path is not allowed"):
         checked_path(value, "--output")
+
+
+def _float_keys(model: type, prefix: str = "") -> list[str]:
+    """Every key of `model` (sections recursed into) whose value is or holds a float."""
+    import typing
+
+    from pydantic import BaseModel
+
+    keys = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        members = [annotation, *typing.get_args(annotation)]
+        sections = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+        if sections:
+            keys += _float_keys(sections[0], f"{prefix}{name}.")
+        elif "float" in str(annotation):
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _nested_yaml(key: str, value: str) -> str:
+    *sections, name = key.split(".")
+    lines = [f"{'  ' * depth}{section}:" for depth, section in enumerate(sections)]
+    return "\n".join([*lines, f"{'  ' * len(sections)}{name}: {value}"]) + "\n"
+
+
+QUANTIZE_FLOAT_KEYS = _float_keys(QuantizeConfig)
+
+
+def test_the_float_keys_are_found():
+    assert {"Distillation.alpha", "TrainConfig.learning_rate.learning_rate", "PTQ.hist_percent"} <= set(
+        QUANTIZE_FLOAT_KEYS
+    )
+    assert {"accuracy.max_drop", "TrainConfig.optimizer_builder.optimizer.momentum"} <= set(QUANTIZE_FLOAT_KEYS)
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
+@pytest.mark.parametrize("key", QUANTIZE_FLOAT_KEYS)
+def test_non_finite_numbers_are_refused_in_every_float_key(tmp_path: Path, key: str, value: str):
+    import yaml
+
+    # A tuple key (PiecewiseDecay values) gets a list; TrainConfig gets its required length beside the key.
+    holds_many = "tuple" in str(_annotation(QuantizeConfig, key))
+    data = yaml.safe_load(_nested_yaml(key, f"[{value}]" if holds_many else value))
+    data.setdefault("Global", {})["model_dir"] = "m"
+    if "TrainConfig" in data:
+        data["TrainConfig"]["train_iter"] = 1
+    with pytest.raises(ConfigError, match=re.escape(key)) as caught:
+        load_quantize_config(write(tmp_path / "q.yaml", yaml.safe_dump(data)))
+    assert "finite" in str(caught.value) or "valid number" in str(caught.value), caught.value
+
+
+def _annotation(model: type, key: str) -> object:
+    import typing
+
+    *sections, name = key.split(".")
+    for section in sections:
+        annotation = model.model_fields[section].annotation
+        model = next(m for m in (annotation, *typing.get_args(annotation)) if isinstance(m, type))
+    return model.model_fields[name].annotation
+
+
+@pytest.mark.parametrize(
+    "normalize", ["scale: .inf", "scale: '1e999'", "mean: [.nan, 0.5, 0.5]", "std: [.inf, 0.5, 0.5]"]
+)
+def test_non_finite_normalize_values_are_refused(tmp_path: Path, normalize: str):
+    text = MODEL_YAML.format(resize="resize_short: 36").replace("- NormalizeImage: {}", f"- NormalizeImage: {{{normalize}}}")
+    with pytest.raises(ConfigError, match="NormalizeImage"):
+        load_inference_cls_yaml(write(tmp_path / "inference_cls.yaml", text))
