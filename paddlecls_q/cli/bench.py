@@ -52,7 +52,7 @@ def bench_command(
     ] = None,
     device: Annotated[str, typer.Option("--device", help="cpu or gpu.")] = "cpu",
     threads: Annotated[int, typer.Option("--threads", help="CPU threads for every engine and for preprocessing.")] = 1,
-    iters: Annotated[int, typer.Option("--iters", help="Timed iterations per engine and precision.")] = 1000,
+    iters: Annotated[int, typer.Option("--iters", help="Timed iterations per engine and precision (at most 1,000,000).")] = 1000,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed iterations first.")] = 100,
     image: Annotated[Path, typer.Option("--image", help="Photo to time (decoded once).")] = registry.DEFAULT_PHOTO,
     modes: Annotated[str, typer.Option("--modes", help=f"Comma-separated: {','.join(PRECISION_MODES)}.")] = ",".join(
