@@ -42,7 +42,7 @@ from paddlecls_q.fsutil import (
     sha256_file,
     staging_name,
 )
-from paddlecls_q.model_files import INFERENCE_CLS_YAML, find_model_files
+from paddlecls_q.model_files import INFERENCE_CLS_YAML, find_model_files, load_inference_config
 from paddlecls_q.registry import DEFAULT_HOST, ModelEntry, cache_home, get_model
 
 logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO "HTTP Request" line is not ours to print
@@ -396,10 +396,15 @@ def _install(
         extract_archive(archive, staging, budget)
         unpacked = _top_folder(staging, folder.name)
         try:
-            find_model_files(unpacked)
+            files = find_model_files(unpacked)
         except ModelFormatError as error:
             raise DownloadError(f"{archive}: does not unpack to a loadable model ({error})") from None
         copied = fill_in(unpacked)
+        if files.inference_cls_yaml.is_file():  # a hostile yaml (sizes, ops) is refused before it is installed
+            try:
+                load_inference_config(files)
+            except (ConfigError, ModelFormatError) as error:
+                raise DownloadError(f"{archive}: unpacks to an unusable {INFERENCE_CLS_YAML} ({error})") from None
         publish(unpacked, folder, force=force)
         return copied
     except AlreadyExistsError:

@@ -119,3 +119,27 @@ def test_numeric_flags_are_finite_and_bounded(command: str, flag: str, value: st
     target = ["--model-dir", str(DEMO_MODEL_DIR)] if command == "serve" else ["ResNet50_vd"]
     result = CliRunner().invoke(app, [command, *target, flag, value])
     assert_one_line_error(result, 2, f"Invalid value for '{flag}'")
+
+
+def test_quantize_output_empty_with_force_keeps_the_current_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    (tmp_path / "mine.txt").write_text("keep")
+    (tmp_path / "images").mkdir()
+    config = tmp_path / "q.yaml"
+    config.write_text(f"Global:\n  model_dir: {DEMO_MODEL_DIR}\n  image_path: images\n")
+    monkeypatch.chdir(tmp_path)
+    for output in ("", "  "):
+        result = CliRunner().invoke(app, ["quantize", "--config", str(config), "--output", output, "--force"])
+        assert result.exit_code == 2, result.output
+        assert f"error: --output: an empty path is not allowed (got {output!r})" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "mine.txt", "q.yaml"]
+
+
+def test_eval_data_that_is_a_device_or_a_fifo_is_refused_at_once(tmp_path: Path):
+    import os
+
+    fifo = tmp_path / "list.txt"
+    os.mkfifo(fifo)
+    for data in ("/dev/zero", str(fifo)):
+        result = CliRunner().invoke(app, ["eval", "--model-dir", str(DEMO_MODEL_DIR), "--data", data])
+        assert_one_line_error(result, 2, f"{data}: ")
+

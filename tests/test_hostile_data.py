@@ -63,3 +63,10 @@ def test_sigterm_leaves_no_partial_folder_and_one_line(tmp_path: Path):
     assert child.returncode == 143
     assert stderr.strip() == "terminated"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_under_proc_is_one_line():
+    result = CliRunner().invoke(app, ["data", "fashion-mnist", "--out", "/proc/paddlecls-q-data", "--limit", "3"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.startswith("error: /proc/") and len(result.output.strip().splitlines()) == 1
+    assert not Path("/proc/paddlecls-q-data").exists()

@@ -205,3 +205,25 @@ def test_a_read_only_home_is_one_line(server, tmp_path: Path, monkeypatch: pytes
         monkeypatch.setenv("PADDLECLS_Q_HOME", str(readonly / "home"))
         result = cli_download(server)
     assert_one_line_error(result, 2, f"$PADDLECLS_Q_HOME {readonly / 'home'}: {readonly} is not writable")
+
+
+@pytest.mark.parametrize(
+    ("crop", "message"),
+    [
+        ("size: 30000", "CropImage size must be between 1 and 8192"),
+        ("size: 224", "the preprocessing makes 224x224 images but the input of"),
+    ],
+)
+def test_a_tarball_with_a_hostile_yaml_is_refused_and_nothing_installed(tmp_path: Path, home: Path, crop: str, message: str):
+    from httpserver import INFERENCE_CLS_YAML_TEXT, pack
+
+    model = build_tiny_model(tmp_path / "model")
+    (model / "inference_cls.yaml").write_text(INFERENCE_CLS_YAML_TEXT.replace("size: 32", crop))
+    host = tmp_path / "host"
+    host.mkdir()
+    pack(host / RESNET_FP32, model, "ResNet50_vd_infer")
+    with serve_directory(host) as server:
+        with pytest.raises(DownloadError, match=f"unpacks to an unusable inference_cls.yaml .*{message}"):
+            download_model("ResNet50_vd", mirror=server.url, settings=FAST)
+    assert not (home / "models" / "ResNet50_vd_infer").exists() and list((home / "models").iterdir()) == []
+    assert RESNET_FP32 not in read_manifest()
