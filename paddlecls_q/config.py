@@ -280,11 +280,13 @@ class QuantizeGlobal(StrictModel):
     @field_validator("format")
     @classmethod
     def _paddle_only(cls, value: str) -> str:
-        if value.strip().lower() != "paddle":
+        if value.strip().lower() == "onnx":
             raise ValueError(
-                f"format {value!r} is not supported: paddlecls-q quantizes Paddle inference models "
-                "(convert ONNX models with x2paddle first)"
+                "format 'onnx': quantize reads Paddle inference models only for now (ONNX model folders work in "
+                "infer, eval and bench); give the Paddle model, or convert the ONNX one with x2paddle"
             )
+        if value.strip().lower() != "paddle":
+            raise ValueError(f"format {value!r} is not supported: give 'paddle' (a Paddle inference model)")
         return "paddle"
 
     @field_validator("qat_preprocess", "ptq_preprocess")

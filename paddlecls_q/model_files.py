@@ -1,14 +1,22 @@
-"""Find and check the files of a Paddle inference-model folder before any engine touches them."""
+"""Find and check the files of a model folder (Paddle inference model or ONNX) before any engine touches them."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 from paddlecls_q.errors import ModelFormatError
+from paddlecls_q.fsutil import read_bounded
+from paddlecls_q.validation import shorten
 
 INFERENCE_CLS_YAML = "inference_cls.yaml"
+PADDLE_PROGRAMS = ("inference.pdmodel", "model.pdmodel", "inference.json", "model.json")
+ONNX_PROGRAMS = ("inference.onnx", "model.onnx")
+MAX_ONNX_BYTES = 2 << 30  # protobuf's limit for one message: larger ONNX models keep weights outside
+MIN_ONNX_OPSET = 7  # the oldest opset ONNX Runtime guarantees; the newest is the pinned onnx package's
+ONNX_QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinear", "ConvInteger", "MatMulInteger")
 QUANT_OP_PREFIXES = ("quantize_linear", "dequantize_linear", "fake_quantize", "fake_channel_wise", "fake_dequantize")
 # Bytes per element of Paddle's VarType codes (BOOL, INT16, INT32, INT64, FP16, FP32, FP64, UINT8, INT8, BF16).
 DTYPE_BYTES = {0: 1, 1: 2, 2: 4, 3: 8, 4: 2, 5: 4, 6: 8, 20: 1, 21: 1, 22: 2}
@@ -16,7 +24,10 @@ DTYPE_BYTES = {0: 1, 1: 2, 2: 4, 3: 8, 4: 2, 5: 4, 6: 8, 20: 1, 21: 1, 22: 2}
 
 @dataclass(frozen=True)
 class ModelFiles:
-    """The files of one model folder, and what reading the program told us."""
+    """The files of one model folder, and what reading the program told us.
+
+    For an ONNX model `program` and `params` are the same `.onnx` file: it holds graph and weights.
+    """
 
     folder: Path
     program: Path
@@ -25,13 +36,18 @@ class ModelFiles:
     legacy_format: bool
 
     @property
+    def format(self) -> Literal["paddle", "onnx"]:
+        """Which kind of model the folder holds: the one place that says it."""
+        return "onnx" if self.program.suffix == ".onnx" else "paddle"
+
+    @property
     def inference_cls_yaml(self) -> Path:
         return self.folder / INFERENCE_CLS_YAML
 
     def content_hash(self) -> str:
         """sha256 of program + params: the key for conversion and engine caches."""
         digest = hashlib.sha256()
-        for path in (self.program, self.params):
+        for path in dict.fromkeys((self.program, self.params)):
             with path.open("rb") as handle:
                 for block in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(block)
@@ -39,15 +55,78 @@ class ModelFiles:
 
 
 def _pick_program(folder: Path) -> Path:
-    for name in ("inference.pdmodel", "model.pdmodel", "inference.json", "model.json"):
+    """The Paddle program of `folder`, else its ONNX model: a Paddle model wins where both are present."""
+    for name in PADDLE_PROGRAMS:
         if (folder / name).is_file():
             return folder / name
     others = sorted(folder.glob("*.pdmodel")) or sorted(p for p in folder.glob("*.json") if p.with_suffix(".pdiparams").exists())
     if len(others) == 1:
         return others[0]
+    for name in ONNX_PROGRAMS:
+        if (folder / name).is_file():
+            return folder / name
     raise ModelFormatError(
-        f"{folder}: no Paddle inference model (expected inference.pdmodel or inference.json with inference.pdiparams)"
+        f"{folder}: no inference model (expected inference.pdmodel or inference.json with inference.pdiparams, "
+        "or an ONNX model inference.onnx)"
     )
+
+
+def _dims_text(shape: Any) -> str:
+    return "[" + ", ".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in shape.dim) + "]"
+
+
+def _read_onnx_model(path: Path) -> bool:
+    """Parse and check an ONNX classifier once, before any engine loads it; return whether it is quantized.
+
+    One image input (float32, NCHW with 1 or 3 channels), a first output of shape [N, classes], an
+    opset the engines load, weights inside the file.
+    """
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load_model_from_string(read_bounded(path, MAX_ONNX_BYTES, "ONNX model"))
+    except (DecodeError, ValueError, RuntimeError):
+        model = None
+    if model is None or not model.graph.node:
+        raise ModelFormatError(f"{path}: not an ONNX model, or a truncated one (it does not parse as an ONNX ModelProto)")
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        raise ModelFormatError(f"{path}: weights in external data files are not supported; save the model as one file")
+    newest = onnx.defs.onnx_opset_version()
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or not MIN_ONNX_OPSET <= opset <= newest:
+        found = "declares no ai.onnx opset" if opset is None else f"has opset {opset}"
+        raise ModelFormatError(
+            f"{path}: {found}; the engines here load opsets {MIN_ONNX_OPSET}..{newest}: re-export with one of them"
+        )
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as error:
+        reason = next((line for line in str(error).splitlines() if line.strip()), "")
+        raise ModelFormatError(f"{path}: invalid ONNX model: {shorten(reason, 160)}") from None
+    weights = {tensor.name for tensor in model.graph.initializer}
+    inputs = [value for value in model.graph.input if value.name not in weights]
+    if len(inputs) != 1:
+        names = ", ".join(shorten(value.name) for value in inputs)
+        raise ModelFormatError(f"{path}: a classifier has one image input, this model has {len(inputs)} ({names})")
+    image, kind = inputs[0], inputs[0].type.WhichOneof("value")
+    tensor = image.type.tensor_type
+    if kind != "tensor_type" or tensor.elem_type != onnx.TensorProto.FLOAT:
+        what = onnx.TensorProto.DataType.Name(tensor.elem_type).lower() if kind == "tensor_type" else kind
+        raise ModelFormatError(f"{path}: input {shorten(image.name)} is {what}; the engines are fed float32 images")
+    dims = tensor.shape.dim
+    if not tensor.HasField("shape") or len(dims) != 4 or dims[1].dim_value not in (1, 3):
+        shape = _dims_text(tensor.shape) if tensor.HasField("shape") else "unknown"
+        raise ModelFormatError(
+            f"{path}: input {shorten(image.name)} has shape {shape}; a classifier takes NCHW images [N, 1 or 3, H, W]"
+        )
+    output = model.graph.output[0].type.tensor_type
+    if output.HasField("shape") and len(output.shape.dim) != 2:
+        raise ModelFormatError(
+            f"{path}: output {shorten(model.graph.output[0].name)} has shape {_dims_text(output.shape)}; "
+            "a classifier outputs [N, classes]"
+        )
+    return any(node.op_type.startswith(ONNX_QUANT_OPS) for node in model.graph.node)
 
 
 def _read_legacy_program(program: Path, params: Path) -> bool:
@@ -93,10 +172,10 @@ def _read_legacy_program(program: Path, params: Path) -> bool:
 
 
 def find_model_files(folder: str | Path, program_name: str | None = None, params_name: str | None = None) -> ModelFiles:
-    """Locate program + params in `folder` and check they are a readable Paddle inference model.
+    """Locate program + params in `folder` and check they are a readable Paddle inference model or ONNX model.
 
     `program_name`/`params_name` (a config's model_filename/params_filename) name the files when
-    they are not the usual pair with one stem.
+    they are not the usual pair with one stem; an ONNX model has no params file.
     """
     folder = Path(folder)
     if not folder.exists():
@@ -104,6 +183,12 @@ def find_model_files(folder: str | Path, program_name: str | None = None, params
     if not folder.is_dir():
         raise ModelFormatError(f"{folder}: not a folder (pass the model folder, not a file)")
     program = folder / program_name if program_name else _pick_program(folder)
+    if program.suffix == ".onnx":
+        if not program.is_file():
+            raise ModelFormatError(f"{program}: not found (model_filename names a file that is not in the model folder)")
+        if program.stat().st_size == 0:
+            raise ModelFormatError(f"{program}: empty file")
+        return ModelFiles(folder, program, program, is_quantized=_read_onnx_model(program), legacy_format=False)
     params = folder / params_name if params_name else program.with_suffix(".pdiparams")
     if not program.is_file():
         raise ModelFormatError(f"{program}: not found (model_filename names a file that is not in the model folder)")

@@ -13,6 +13,7 @@ from paddlecls_q.config import BACKENDS, GPU_BACKENDS, Backend, Device, StrictMo
 from paddlecls_q.errors import ConfigError, ModelFormatError
 from paddlecls_q.model_files import ModelFiles, find_model_files
 from paddlecls_q.registry import PRECISION_MODES, ModelEntry, PrecisionMode
+from paddlecls_q.runtime import PADDLE_PROGRAM_BACKENDS
 
 CPU_BACKENDS = tuple(backend for backend in BACKENDS if backend not in GPU_BACKENDS)
 Mode = PrecisionMode
@@ -188,6 +189,9 @@ def not_available_reason(backend: str, mode: str, settings: BenchSettings, model
     """Why this engine × precision can't run here, or "" when it can."""
     if mode != "fp32" and models.int8 is None:
         return models.int8_missing
+    files = models.fp32 if mode == "fp32" else models.int8
+    if backend in PADDLE_PROGRAM_BACKENDS and files is not None and files.format == "onnx":
+        return f"{BACKEND_NAMES[backend]} reads Paddle programs; {files.folder.name} is an ONNX model"
     if backend in GPU_BACKENDS and settings.device != "gpu":
         return f"{BACKEND_NAMES[backend]} runs on the GPU only (--device gpu)"
     if backend in CPU_ONLY_BACKENDS and settings.device == "gpu":
