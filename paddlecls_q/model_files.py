@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -75,6 +76,18 @@ def _dims_text(shape: Any) -> str:
     return "[" + ", ".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in shape.dim) + "]"
 
 
+def _onnx_tensors(graph: Any) -> Iterator[Any]:
+    """Every stored tensor of an ONNX graph: initializers and Constant values (paddle2onnx's weights), subgraphs too."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from _onnx_tensors(subgraph)
+
+
 def _read_onnx_model(path: Path) -> bool:
     """Parse and check an ONNX classifier once, before any engine loads it; return whether it is quantized.
 
@@ -90,7 +103,7 @@ def _read_onnx_model(path: Path) -> bool:
         model = None
     if model is None or not model.graph.node:
         raise ModelFormatError(f"{path}: not an ONNX model, or a truncated one (it does not parse as an ONNX ModelProto)")
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+    if any(tensor.data_location == onnx.TensorProto.EXTERNAL for tensor in _onnx_tensors(model.graph)):
         raise ModelFormatError(f"{path}: weights in external data files are not supported; save the model as one file")
     newest = onnx.defs.onnx_opset_version()
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
