@@ -282,8 +282,8 @@ class QuantizeGlobal(StrictModel):
     def _paddle_only(cls, value: str) -> str:
         if value.strip().lower() == "onnx":
             raise ValueError(
-                "format 'onnx': quantize reads Paddle inference models only for now (ONNX model folders work in "
-                "infer, eval and bench); give the Paddle model, or convert the ONNX one with x2paddle"
+                "format 'onnx' is not supported by quantize yet: it reads Paddle inference models (ONNX model "
+                "folders work in infer, eval and bench); give the Paddle model, or convert the ONNX one with x2paddle"
             )
         if value.strip().lower() != "paddle":
             raise ValueError(f"format {value!r} is not supported: give 'paddle' (a Paddle inference model)")

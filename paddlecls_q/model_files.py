@@ -67,8 +67,8 @@ def _pick_program(folder: Path) -> Path:
         if (folder / name).is_file():
             return folder / name
     raise ModelFormatError(
-        f"{folder}: no inference model (expected inference.pdmodel or inference.json with inference.pdiparams, "
-        "or an ONNX model inference.onnx)"
+        f"{folder}: no Paddle inference model or ONNX model (expected inference.pdmodel or inference.json with "
+        "inference.pdiparams, or inference.onnx)"
     )
 
 

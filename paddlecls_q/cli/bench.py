@@ -39,7 +39,7 @@ NARROW_DROP_ORDER = (
 
 @command("bench", epilog="Example: paddlecls-q bench --model-dir paddlecls_q/assets/demo_fashion_mnist --int8-dir out/demo_ptq --iters 200")
 def bench_command(
-    model_dir: Annotated[Path | None, typer.Option("--model-dir", help="FP32 Paddle inference model folder.")] = None,
+    model_dir: Annotated[Path | None, typer.Option("--model-dir", help="FP32 model folder: Paddle inference model or ONNX (inference.onnx), with inference_cls.yaml.")] = None,
     int8_dir: Annotated[
         Path | None, typer.Option("--int8-dir", help="Its INT8 version (the output of `paddlecls-q quantize`).")
     ] = None,
