@@ -231,6 +231,18 @@ def test_bad_onnx_model_is_one_line_exit_2_and_writes_nothing(
     assert sorted(tmp_path.rglob("*")) == before
 
 
+@pytest.mark.parametrize(("backend", "message"), [("ort", "Mystery"), ("openvino", "com.example.Mystery")])
+def test_an_op_the_engine_lacks_is_one_line(demo_model_dir: Path, fashion_image: Path, tmp_path: Path, backend: str,
+                                            message: str) -> None:
+    model = tiny_model()
+    model.graph.node[0].CopyFrom(helper.make_node("Mystery", ["x"], ["y"], domain="com.example"))
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    folder = make_onnx_folder(tmp_path / "custom", model, demo_model_dir)
+    result = runner.invoke(app, ["infer", "--model-dir", str(folder), "--image", str(fashion_image), "--backend", backend])
+    assert_one_line_error(result, 2, "could not")
+    assert message in result.output and str(folder / "inference.onnx") in " ".join(result.output.split())
+
+
 def test_every_truncation_of_a_real_model_is_refused(exported: onnx.ModelProto, demo_model_dir: Path,
                                                      tmp_path: Path) -> None:
     data = exported.SerializeToString()
