@@ -194,6 +194,11 @@ def tiny_model(
     return model
 
 
+def without_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    del model.graph.output[:]
+    return model
+
+
 def test_the_tiny_model_itself_is_accepted(tmp_path: Path, demo_model_dir: Path) -> None:
     assert find_model_files(make_onnx_folder(tmp_path / "m", tiny_model(), demo_model_dir)).format == "onnx"
 
@@ -208,6 +213,8 @@ BAD_MODELS = {
     "opset 30": (lambda exported: tiny_model(opset=30), "has opset 30; the engines here load opsets 7.."),
     "opset 6": (lambda exported: tiny_model(opset=6), "has opset 6"),
     "4-D output": (lambda exported: tiny_model(output_shape=["N", 10, 1, 1]), "outputs [N, classes]"),
+    "no output": (lambda exported: without_outputs(tiny_model()), "the graph has no output"),
+    "unknown input type": (lambda exported: tiny_model(input_type=99), "input 'x' is element type 99"),
 }
 
 
