@@ -205,6 +205,7 @@ def test_the_tiny_model_itself_is_accepted(tmp_path: Path, demo_model_dir: Path)
 
 BAD_MODELS = {
     "not ONNX": (lambda exported: b"Global:\n  model_dir: this is a yaml file\n", "not an ONNX model"),
+    "empty": (lambda exported: b"", "empty file"),
     "truncated": (lambda exported: exported.SerializeToString()[:300_000], "not an ONNX model, or a truncated one"),
     "two inputs": (lambda exported: tiny_model(second_input=True), "one image input, this model has 2 ('x', 'mask')"),
     "3-D input": (lambda exported: tiny_model(input_shape=["N", 3, 32]), "shape [N, 3, 32]; a classifier takes NCHW"),
