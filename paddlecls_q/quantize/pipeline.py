@@ -98,7 +98,7 @@ def quantize(
             mark = time.perf_counter()
             folder = workspace.path / f"model{attempt}"
             task = bars.add("exporting ONNX", 1)
-            report.encodings = assemble_folder(plan, quantized, folder, keep, reduce_range)
+            report.encodings = assemble_folder(plan, quantized, folder, keep, reduce_range, images, bars)
             bars.done(task)
             shutil.rmtree(work, ignore_errors=True)
             stages["export_onnx"] = stages.get("export_onnx", 0.0) + time.perf_counter() - mark
