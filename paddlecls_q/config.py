@@ -279,15 +279,10 @@ class QuantizeGlobal(StrictModel):
 
     @field_validator("format")
     @classmethod
-    def _paddle_only(cls, value: str) -> str:
-        if value.strip().lower() == "onnx":
-            raise ValueError(
-                "format 'onnx' is not supported by quantize yet: it reads Paddle inference models (ONNX model "
-                "folders work in infer, eval and bench); give the Paddle model, or convert the ONNX one with x2paddle"
-            )
-        if value.strip().lower() != "paddle":
-            raise ValueError(f"format {value!r} is not supported: give 'paddle' (a Paddle inference model)")
-        return "paddle"
+    def _known_format(cls, value: str) -> str:
+        if value.strip().lower() not in ("paddle", "onnx"):
+            raise ValueError(f"format {value!r} is not supported: give 'paddle' or 'onnx'")
+        return value.strip().lower()
 
     @field_validator("qat_preprocess", "ptq_preprocess")
     @classmethod

@@ -299,3 +299,51 @@ def test_real_mobilenet_v2_as_onnx_keeps_its_top1(tmp_path: Path) -> None:
         model = run_json("eval", "--data", str(IMAGENET_SAMPLE / "val_list.txt"), "--model-dir", str(folder),
                          "--backend", backend, "--threads", "2")["model"]
         assert (backend, model["count"], model["correct_top1"]) == (backend, 900, 746)  # 82.89, as the Paddle model
+
+
+# ---- quantize an ONNX model -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quantized_onnx(variants: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`quantize` (PTQ, the minimal config) of the logits ONNX folder on 64 Fashion-MNIST train images."""
+    import yaml
+
+    root = tmp_path_factory.mktemp("onnx_ptq")
+    images = write_fashion_mnist(root / "train", "train", limit=64).folder / "images"
+    config = root / "quantize.yaml"
+    config.write_text(yaml.safe_dump({"Global": {"model_dir": str(variants["logits"]), "ptq_image_path": str(images),
+                                                 "output_dir": str(root / "int8")}}))
+    result = runner.invoke(app, ["quantize", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    return root / "int8"
+
+
+def test_quantize_ptq_of_an_onnx_model_keeps_its_top1_on_both_engines(
+    quantized_onnx: Path, variants: dict[str, Path], fashion: Path
+) -> None:
+    files = find_model_files(quantized_onnx)
+    assert files.format == "onnx" and files.is_quantized
+    report = json.loads((quantized_onnx / "quantize_report.json").read_text())
+    assert report["images_used"] == 64 and "paddle" not in report["encodings"]
+    assert report["encodings"]["ort"]["quantizer"].startswith("onnxruntime")
+    assert report["encodings"]["trt"]["activations"] == "int8 symmetric per-tensor"
+    for name in ("inference.ort.onnx", "inference.openvino.onnx", "inference.trt.onnx", "inference_cls.yaml"):
+        assert (quantized_onnx / name).is_file()
+    for backend in ONNX_BACKENDS:
+        data = str(fashion / "val_list.txt")
+        fp32 = run_json("eval", "--data", data, "--model-dir", str(variants["logits"]), "--backend", backend)["model"]
+        int8 = run_json("eval", "--data", data, "--model-dir", str(quantized_onnx), "--backend", backend)["model"]
+        assert int8["count"] == 24 and abs(fp32["correct_top1"] - int8["correct_top1"]) <= 2
+
+
+def test_an_onnx_model_is_not_trained_with_qat_and_the_int8_folder_refuses_paddle(
+    quantized_onnx: Path, variants: dict[str, Path], tmp_path: Path, fashion_image: Path
+) -> None:
+    config = tmp_path / "qat.yaml"
+    config.write_text(f"Global:\n  model_dir: {variants['logits']}\n  qat_image_path: {fashion_image.parent}\n")
+    result = runner.invoke(app, ["quantize", "--config", str(config), "--method", "qat"])
+    assert_one_line_error(result, 2, "QAT trains a Paddle program")
+    result = runner.invoke(app, ["infer", "--model-dir", str(quantized_onnx), "--image", str(fashion_image),
+                                 "--backend", "paddle"])
+    assert_one_line_error(result, 2, "is an ONNX model")

@@ -77,6 +77,41 @@ def align_weight_dtypes(program: Path, params: Path) -> int:
     return changed
 
 
+def _copy_deploy_files(plan: QuantizationPlan, folder: Path) -> None:
+    """The FP32 folder's inference_cls.yaml and its label file (only from inside the model folder)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(plan.files.inference_cls_yaml, folder / INFERENCE_CLS_YAML)
+    label_file = load_inference_cls_yaml(plan.files.inference_cls_yaml).class_id_map_file
+    if label_file:
+        source = plan.files.folder / label_file
+        if source.is_file() and is_within(source, plan.files.folder):
+            (folder / label_file).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, folder / label_file)
+
+
+def assemble_onnx_folder(
+    plan: QuantizationPlan, folder: Path, keep: list[str], images: CalibrationImages, progress: Progress, work: Path
+) -> dict[str, Any]:
+    """PTQ of an FP32 ONNX model: the INT8 `inference.onnx` (ONNX Runtime's quantizer, also the ort and
+    openvino file) and `inference.trt.onnx` (symmetric int8 activations, as TensorRT requires)."""
+    _copy_deploy_files(plan, folder)
+    layers = frozenset(keep)
+    ptq = plan.config.PTQ
+    summary = quantize_onnx(
+        plan.files.program, folder / "inference.onnx", images, layers, ptq.weight_range, progress, work
+    )
+    for engine in ("ort", "openvino"):
+        shutil.copyfile(folder / "inference.onnx", folder / f"inference.{engine}.onnx")
+    tensorrt = quantize_onnx(
+        plan.files.program, folder / "inference.trt.onnx", images, layers, "full", progress, work, tensorrt=True
+    )
+    return {
+        "ort": summary.to_dict(),
+        "openvino": {**summary.to_dict(), "engine": "openvino"},
+        "trt": {**tensorrt.to_dict(), "engine": "trt"},
+    }
+
+
 def assemble_folder(
     plan: QuantizationPlan,
     quantized: Path,
@@ -93,17 +128,10 @@ def assemble_folder(
     """
     from paddlecls_q import qdq_onnx, qdq_tensorrt
 
-    folder.mkdir(parents=True, exist_ok=True)
+    _copy_deploy_files(plan, folder)
     shutil.copyfile(quantized / "inference.pdmodel", folder / "inference.pdmodel")
     shutil.copyfile(quantized / "inference.pdiparams", folder / "inference.pdiparams")
     align_weight_dtypes(folder / "inference.pdmodel", folder / "inference.pdiparams")
-    shutil.copyfile(plan.files.inference_cls_yaml, folder / INFERENCE_CLS_YAML)
-    label_file = load_inference_cls_yaml(plan.files.inference_cls_yaml).class_id_map_file
-    if label_file:
-        source = plan.files.folder / label_file
-        if source.is_file() and is_within(source, plan.files.folder):
-            (folder / label_file).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, folder / label_file)
     exported = paddle_to_onnx(
         folder / "inference.pdmodel", folder / "inference.pdiparams", quantized / "paddle2onnx.onnx"
     )

@@ -88,8 +88,12 @@ def quantize_onnx(
     weight_range: WeightRange,
     progress: Progress,
     work: Path,
+    tensorrt: bool = False,
 ) -> OnnxPtqSummary:
-    """Write `target`: `fp32_onnx` quantized by onnxruntime.quantization.quantize_static on `images`."""
+    """Write `target`: `fp32_onnx` quantized by onnxruntime.quantization.quantize_static on `images`.
+
+    `tensorrt`: symmetric int8 activations (zero point 0), the only kind TensorRT takes.
+    """
     import onnx
     import onnxruntime
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
@@ -119,7 +123,9 @@ def quantize_onnx(
     onnx.save(model, str(named))
 
     count = len(images.paths)
-    batches = [list(range(start, min(start + CALIBRATION_BATCH, count))) for start in range(0, count, CALIBRATION_BATCH)]
+    batches = [
+        list(range(start, min(start + CALIBRATION_BATCH, count))) for start in range(0, count, CALIBRATION_BATCH)
+    ]
     task = progress.add("calibrating (ONNX Runtime, minmax)", len(batches))
 
     class Reader(CalibrationDataReader):
@@ -136,21 +142,26 @@ def quantize_onnx(
 
     reduce_range, summary.weight_range_reason = reduced_weights(weight_range)
     summary.weights = "int8 per-channel symmetric" + (", 7-bit range" if reduce_range else "")
+    if tensorrt:
+        summary.activations = "int8 symmetric per-tensor"
     try:
         quantize_static(
             str(named),
             str(target),
             Reader(),
             quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8,
+            activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=True,
             reduce_range=reduce_range,
             calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=excluded,
+            extra_options={"ActivationSymmetric": tensorrt, "WeightSymmetric": True},
         )
     except Exception as error:  # onnxruntime raises assorted types on graphs it cannot quantize
-        raise ModelFormatError(f"{fp32_onnx}: ONNX Runtime could not quantize it: {type(error).__name__}: {error}") from None
+        raise ModelFormatError(
+            f"{fp32_onnx}: ONNX Runtime could not quantize it: {type(error).__name__}: {error}"
+        ) from None
     progress.done(task)
     summary.quantized_layers = len(qdq_onnx.quantized_layers(onnx.load(str(target))))
     return summary
