@@ -69,7 +69,7 @@ real-models: $(STAMP) $(CONVERT_STAMP)
 # The seed's latency tables: ResNet50_vd and MobileNetV1 (FP32 + quantize's PTQ) on every CPU engine, 1 thread
 # -> docs/benchmarks.md and docs/benchmarks.png (about 14 minutes on 2 cores, throughput included).
 bench: $(STAMP)
-	BIN=$(BIN) REFERENCE_MODELS=$(REFERENCE_MODELS) scripts/make_bench.sh
+	BIN=$(BIN) REFERENCE_MODELS=$(REFERENCE_MODELS) IMAGENET_SAMPLE=$(IMAGENET_SAMPLE) scripts/make_bench.sh
 
 clean:
 	rm -rf $(VENV) $(CONVERT_VENV) .cache .pytest_cache
