@@ -28,7 +28,6 @@ LAYER_OP_TYPES = ("Conv", "MatMul", "Gemm")  # the layers keep_fp32_layers names
 CALIBRATION_BATCH = 8
 # onnxruntime's pre-processing renames a Conv's weight when it folds a BatchNorm into it.
 _FUSED_PREFIX = "ConvBnFusion_W_"
-VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 WeightRange = Literal["auto", "full", "reduced"]
 
 
@@ -57,12 +56,11 @@ def layer_name(weight: str) -> str:
 
 def reduced_weights(choice: WeightRange) -> tuple[bool, str]:
     """Whether to keep weights in 7 bits, and why: `auto` reduces on a CPU without VNNI (this one's flags)."""
-    from paddlecls_q.environment import cpu_info
+    from paddlecls_q.environment import cpu_info, vnni_flags
 
     if choice != "auto":
         return choice == "reduced", f"PTQ.weight_range: {choice}"
-    model, flags = cpu_info()
-    vnni = sorted(flags & VNNI_FLAGS)
+    model, vnni = cpu_info()[0], vnni_flags()
     if vnni:
         return False, f"auto: this CPU ({model}) has {', '.join(vnni)}"
     return True, f"auto: this CPU ({model}) has no VNNI; full-range int8 weights saturate its u8 x s8 kernels"
