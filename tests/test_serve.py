@@ -163,6 +163,42 @@ def test_bad_requests_get_one_line_4xx_and_server_keeps_serving(server, fashion_
     assert httpx.post(f"{url}/predict", content=fashion_image.read_bytes()).status_code == 200
 
 
+def test_bench_serve_reports_every_concurrency(server, fashion_image: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from paddlecls_q.cli import app
+
+    arguments = ["bench", "--serve", server["url"], "--image", str(fashion_image), "--concurrency", "1,6", "--seconds", "1.5"]
+    result = CliRunner().invoke(app, [*arguments, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["schema"] == "paddlecls-q/bench-serve"
+    runs = document["runs"]
+    assert [run["concurrency"] for run in runs] == [1, 6]
+    for run in runs:
+        assert run["ok"] > 0 and run["requests"] == run["ok"] and run["errors"] == {}
+        assert 0 < run["p50_ms"] <= run["p90_ms"] <= run["p99_ms"]
+        sizes = {int(size) for size in run["batch_sizes"]}
+        assert sizes and sizes <= {1, 2, 3, 4}  # the fixture's --max-batch-size 4
+        assert sum(run["batch_sizes"].values()) == run["ok"]
+    assert set(runs[0]["batch_sizes"]) == {"1"}  # one client: every engine call held its request alone
+    markdown = tmp_path / "serve.md"
+    result = CliRunner().invoke(app, [*arguments[:-4], "--concurrency", "2", "--requests", "5", "--format", "markdown", "--output", str(markdown)])
+    assert result.exit_code == 0, result.output
+    lines = markdown.read_text().splitlines()
+    assert lines[0].startswith("| C | requests |") and lines[2].startswith("| 2 | 5 |")
+
+
+def test_bench_serve_without_a_server_is_one_line(fashion_image: Path) -> None:
+    from typer.testing import CliRunner
+
+    from paddlecls_q.cli import app
+
+    for url, message in ((f"http://127.0.0.1:{_free_port()}", "no server answers"), ("ftp://x", "root URL")):
+        result = CliRunner().invoke(app, ["bench", "--serve", url, "--image", str(fashion_image), "--seconds", "1"])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
 def test_sigterm_stops_serve_and_its_ray(server) -> None:
     """Last in the module: SIGTERM to the command alone; every process it started must be gone."""
     process = server["process"]
