@@ -1,6 +1,14 @@
-"""Load and fault tests of `serve` on the demo model: C = 1, 8, 32 with batching on and off, then a killed replica.
+"""Load test of `serve` (what `make serve-bench` runs): in-process latency, then C = 1, 8, 32 with batching on and off.
 
-Prints JSON lines (one per run). Run from the repository root: python scripts/serve_loadtest.py [--seconds 8]
+For each batching mode it starts `paddlecls-q serve`, runs `bench --serve`'s load generator
+(paddlecls_q/serve/loadtest.py) and stops the server with SIGTERM. `--fault-seconds S` adds the fault test:
+2 replicas, 32 clients for S seconds, one replica SIGKILLed a third of the way in.
+
+    python scripts/serve_loadtest.py --seconds 8
+    python scripts/serve_loadtest.py --model-dir DIR --backend openvino --image photo.jpeg --seconds 20
+    python scripts/serve_loadtest.py --modes on --concurrency 32 --fault-seconds 24
+
+Prints one JSON line per run, then a markdown table and the C = 1 comparison (serve p50 / in-process median).
 """
 
 from __future__ import annotations
@@ -19,11 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
-from paddlecls_q import registry
-from paddlecls_q.config import RuntimeOptions
-from paddlecls_q.infer import Classifier
-from paddlecls_q.preprocess import read_image
-from paddlecls_q.serve.loadtest import run_load
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from paddlecls_q import registry  # noqa: E402
+from paddlecls_q.cli.serve import batch_size_summary  # noqa: E402
+from paddlecls_q.config import RuntimeOptions  # noqa: E402
+from paddlecls_q.infer import Classifier  # noqa: E402
+from paddlecls_q.postprocess import to_probabilities  # noqa: E402
+from paddlecls_q.serve import protocol  # noqa: E402
+from paddlecls_q.serve.loadtest import LoadReport, bench_server, run_load  # noqa: E402
+
+MODES = {"on": ["--max-batch-size", "16", "--batch-wait-ms", "2"], "off": ["--max-batch-size", "1", "--batch-wait-ms", "0"]}
 
 
 def free_port() -> int:
@@ -32,21 +46,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(port: int, *flags: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "paddlecls_q", "serve", "--model", "demo", "--port", str(port), *flags]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 180
+def start_server(model_dir: Path, backend: str, port: int, *flags: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "paddlecls_q", "serve", "--model-dir", str(model_dir), "--backend", backend]
+    process = subprocess.Popen([*command, "--port", str(port), *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert process.stdout is not None
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         line = process.stdout.readline()
-        if "Ctrl-C to stop" in line or not line:
+        if "Ctrl-C to stop" in line:
+            return process
+        if not line:
             break
-    return process
+    stop_server(process)
+    raise SystemExit(f"serve did not start (exit {process.returncode})")
 
 
 def stop_server(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    process.wait(120)
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        process.wait(120)
 
 
 def replica_pids() -> list[int]:
@@ -61,59 +79,90 @@ def replica_pids() -> list[int]:
     return pids
 
 
-def in_process_ms(image: Path, repeats: int = 300) -> float:
-    """Median end-to-end latency in-process: read + preprocess + engine + softmax check, batch 1."""
-    classifier = Classifier(registry.DEMO_MODEL_DIR, RuntimeOptions(backend="ort", threads=1))
+def in_process_ms(model_dir: Path, backend: str, body: bytes, repeats: int = 300) -> float:
+    """Median in-process latency of what a /predict request does: decode bytes, preprocess, engine, top-k."""
+    classifier = Classifier(model_dir, RuntimeOptions(backend=backend, threads=1))
+    labels = classifier.labels_for(int(classifier.predict([protocol.decode_image(body)]).shape[1]))
     times = []
     for _ in range(repeats):
         began = time.perf_counter()
-        classifier.predict([read_image(image)])
+        tensor = classifier.preprocess(protocol.decode_image(body))
+        protocol.top_classes(to_probabilities(classifier.runtime.infer(tensor[None]))[0], classifier.config.topk, labels)
         times.append((time.perf_counter() - began) * 1000)
-    return float(np.median(times[20:]))
+    classifier.runtime.close()
+    return float(np.median(times[repeats // 10 :]))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--fault-seconds", type=float, default=30.0)
-    arguments = parser.parse_args()
-    image = registry.DEMO_IMAGE
-    body = image.read_bytes()
-    print(json.dumps({"run": "in-process", "p50_ms": in_process_ms(image)}), flush=True)
-    for label, flags in (("batching on", ["--max-batch-size", "16", "--batch-wait-ms", "2"]), ("batching off", ["--max-batch-size", "1", "--batch-wait-ms", "0"])):
-        port = free_port()
-        process = start_server(port, *flags)
-        try:
-            url = f"http://127.0.0.1:{port}/predict"
-            asyncio.run(run_load(url, body, 4, 2.0))  # warm-up
-            for concurrency in (1, 8, 32):
-                report = asyncio.run(run_load(url, body, concurrency, arguments.seconds))
-                print(json.dumps({"run": label, **asdict(report)}), flush=True)
-        finally:
-            stop_server(process)
+def fault_test(model_dir: Path, backend: str, body: bytes, seconds: float) -> None:
     port = free_port()
-    process = start_server(port, "--replicas", "2", "--max-batch-size", "16", "--batch-wait-ms", "2")
+    process = start_server(model_dir, backend, port, "--replicas", "2", *MODES["on"])
     try:
         url = f"http://127.0.0.1:{port}/predict"
-        expected = json.loads(subprocess.run(
-            [sys.executable, "-m", "paddlecls_q", "infer", "--model", "demo", "--image", str(image), "--json"],
-            capture_output=True, text=True, check=True).stdout)["predictions"][0]["class_ids"]
+        expected = json.loads(asyncio.run(_one_answer(url, body)))["class_ids"]
         asyncio.run(run_load(url, body, 4, 2.0))
 
         async def load_and_kill() -> dict:
-            load = asyncio.create_task(run_load(url, body, 32, arguments.fault_seconds, expected_class_ids=expected))
-            await asyncio.sleep(arguments.fault_seconds / 3)
+            load = asyncio.create_task(run_load(url, body, 32, seconds, expected_class_ids=expected))
+            await asyncio.sleep(seconds / 3)
             victims = replica_pids()
             os.kill(victims[0], signal.SIGKILL)
-            killed_at = time.perf_counter()
             report = await load
-            return {"killed_pid": victims[0], "replicas_before": len(victims), "killed_at_s": killed_at, **asdict(report)}
+            return {"killed_pid": victims[0], "replicas_before": len(victims), **asdict(report)}
 
         print(json.dumps({"run": "fault: 2 replicas, one SIGKILLed", **asyncio.run(load_and_kill())}), flush=True)
         time.sleep(5)
         print(json.dumps({"run": "after fault", "replicas_now": len(replica_pids())}), flush=True)
     finally:
         stop_server(process)
+
+
+async def _one_answer(url: str, body: bytes) -> str:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.post(url, data=body) as response:
+        return await response.text()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, default=registry.DEMO_MODEL_DIR)
+    parser.add_argument("--backend", default="ort")
+    parser.add_argument("--image", type=Path, default=registry.DEMO_IMAGE)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--modes", default="on,off", help="batching modes to run: on, off or on,off")
+    parser.add_argument("--fault-seconds", type=float, default=0.0, help="0: no fault test")
+    arguments = parser.parse_args()
+    body = arguments.image.read_bytes()
+    concurrencies = tuple(int(c) for c in arguments.concurrency.split(","))
+    local_ms = in_process_ms(arguments.model_dir, arguments.backend, body)
+    print(json.dumps({"run": "in-process", "p50_ms": local_ms}), flush=True)
+    results: list[tuple[str, LoadReport]] = []
+    for mode in arguments.modes.split(","):
+        port = free_port()
+        process = start_server(arguments.model_dir, arguments.backend, port, *MODES[mode])
+        try:
+            for report in bench_server(f"http://127.0.0.1:{port}", body, concurrencies, arguments.seconds, warmup_s=2.0):
+                results.append((mode, report))
+                print(json.dumps({"run": f"batching {mode}", **asdict(report)}), flush=True)
+        finally:
+            stop_server(process)
+    if arguments.fault_seconds > 0:
+        fault_test(arguments.model_dir, arguments.backend, body, arguments.fault_seconds)
+    print(f"\n{arguments.model_dir.name}, {arguments.backend}, 1 thread, 1 replica; load average {os.getloadavg()[0]:.1f}\n")
+    print("| batching | C | requests/s | p50 ms | p90 ms | p99 ms | errors | batch sizes seen |\n|---|---|---|---|---|---|---|---|")
+    for mode, r in results:
+        print(f"| {mode} | {r.concurrency} | {r.throughput:.1f} | {r.p50_ms:.2f} | {r.p90_ms:.2f} | {r.p99_ms:.2f} | "
+              f"{sum(r.errors.values())} | {batch_size_summary(r.batch_sizes)} |")
+    for mode, r in results:
+        if r.concurrency == 1:
+            print(f"C = 1, batching {mode}: serve p50 {r.p50_ms:.2f} ms vs in-process {local_ms:.2f} ms: "
+                  f"+{r.p50_ms - local_ms:.2f} ms, {r.p50_ms / local_ms:.1f}x (goal: <= in-process + 2 ms)")
+    by_mode = {(mode, r.concurrency): r for mode, r in results}
+    if ("on", 32) in by_mode and ("off", 32) in by_mode:
+        on, off = by_mode["on", 32], by_mode["off", 32]
+        print(f"C = 32: batching on / off throughput {on.throughput / off.throughput:.2f}x (goal >= 1.5), "
+              f"on p99 / p50 {on.p99_ms / on.p50_ms:.2f} (goal <= 4)")
 
 
 if __name__ == "__main__":
