@@ -1,6 +1,7 @@
 """Load test of `serve` (what `make serve-bench` runs): in-process latency, then C = 1, 8, 32 with batching on and off.
 
-For each batching mode it starts `paddlecls-q serve`, runs `bench --serve`'s load generator
+Modes: `on` (batch <= 16 within 2 ms) and `off` through Ray Serve's HTTP proxy, `direct` = `on` sent straight
+to the replica's own port (`serve --direct-ingress`). For each mode it starts `paddlecls-q serve`, runs `bench --serve`'s load generator
 (paddlecls_q/serve/loadtest.py) and stops the server with SIGTERM. `--fault-seconds S` adds the fault test:
 2 replicas, 32 clients for S seconds, one replica SIGKILLed a third of the way in.
 
@@ -21,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -37,7 +39,9 @@ from paddlecls_q.postprocess import to_probabilities  # noqa: E402
 from paddlecls_q.serve import protocol  # noqa: E402
 from paddlecls_q.serve.loadtest import LoadReport, bench_server, run_load  # noqa: E402
 
-MODES = {"on": ["--max-batch-size", "16", "--batch-wait-ms", "2"], "off": ["--max-batch-size", "1", "--batch-wait-ms", "0"]}
+BATCHING_ON = ["--max-batch-size", "16", "--batch-wait-ms", "2"]
+# Batching on / off through Ray Serve's HTTP proxy, and batching on straight to the replica (--direct-ingress).
+MODES = {"on": BATCHING_ON, "off": ["--max-batch-size", "1", "--batch-wait-ms", "0"], "direct": [*BATCHING_ON, "--direct-ingress"]}
 
 
 def free_port() -> int:
@@ -47,18 +51,17 @@ def free_port() -> int:
 
 
 def start_server(model_dir: Path, backend: str, port: int, *flags: str) -> subprocess.Popen:
+    """`paddlecls-q serve` in the background, its output in a temporary log (a pipe nobody reads would fill up)."""
     command = [sys.executable, "-m", "paddlecls_q", "serve", "--model-dir", str(model_dir), "--backend", backend]
-    process = subprocess.Popen([*command, "--port", str(port), *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert process.stdout is not None
+    log = tempfile.NamedTemporaryFile(prefix="serve-", suffix=".log", delete=False)
+    process = subprocess.Popen([*command, "--port", str(port), *flags], stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if "Ctrl-C to stop" in line:
+    while time.monotonic() < deadline and process.poll() is None:
+        if "Ctrl-C to stop" in Path(log.name).read_text(errors="replace"):
             return process
-        if not line:
-            break
+        time.sleep(0.5)
     stop_server(process)
-    raise SystemExit(f"serve did not start (exit {process.returncode})")
+    raise SystemExit(f"serve did not start (exit {process.returncode}); its log: {log.name}")
 
 
 def stop_server(process: subprocess.Popen) -> None:
@@ -130,7 +133,7 @@ def main() -> None:
     parser.add_argument("--image", type=Path, default=registry.DEMO_IMAGE)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--concurrency", default="1,8,32")
-    parser.add_argument("--modes", default="on,off", help="batching modes to run: on, off or on,off")
+    parser.add_argument("--modes", default="on,off,direct", help="comma-separated: on, off, direct")
     parser.add_argument("--fault-seconds", type=float, default=0.0, help="0: no fault test")
     arguments = parser.parse_args()
     body = arguments.image.read_bytes()
@@ -142,21 +145,23 @@ def main() -> None:
         port = free_port()
         process = start_server(arguments.model_dir, arguments.backend, port, *MODES[mode])
         try:
-            for report in bench_server(f"http://127.0.0.1:{port}", body, concurrencies, arguments.seconds, warmup_s=2.0):
+            url = f"http://127.0.0.1:{port + 1 if mode == 'direct' else port}"
+            for report in bench_server(url, body, concurrencies, arguments.seconds, warmup_s=2.0):
                 results.append((mode, report))
                 print(json.dumps({"run": f"batching {mode}", **asdict(report)}), flush=True)
         finally:
             stop_server(process)
     if arguments.fault_seconds > 0:
         fault_test(arguments.model_dir, arguments.backend, body, arguments.fault_seconds)
-    print(f"\n{arguments.model_dir.name}, {arguments.backend}, 1 thread, 1 replica; load average {os.getloadavg()[0]:.1f}\n")
+    print(f"\n{arguments.model_dir.name}, {arguments.backend}, 1 thread, 1 replica; load average {os.getloadavg()[0]:.1f}; "
+          f"in-process {local_ms:.2f} ms\n")
     print("| batching | C | requests/s | p50 ms | p90 ms | p99 ms | errors | batch sizes seen |\n|---|---|---|---|---|---|---|---|")
     for mode, r in results:
         print(f"| {mode} | {r.concurrency} | {r.throughput:.1f} | {r.p50_ms:.2f} | {r.p90_ms:.2f} | {r.p99_ms:.2f} | "
               f"{sum(r.errors.values())} | {batch_size_summary(r.batch_sizes)} |")
     for mode, r in results:
         if r.concurrency == 1:
-            print(f"C = 1, batching {mode}: serve p50 {r.p50_ms:.2f} ms vs in-process {local_ms:.2f} ms: "
+            print(f"C = 1, {mode}: serve p50 {r.p50_ms:.2f} ms vs in-process {local_ms:.2f} ms: "
                   f"+{r.p50_ms - local_ms:.2f} ms, {r.p50_ms / local_ms:.1f}x (goal: <= in-process + 2 ms)")
     by_mode = {(mode, r.concurrency): r for mode, r in results}
     if ("on", 32) in by_mode and ("off", 32) in by_mode:

@@ -37,10 +37,18 @@ def serve_command(
     address: Annotated[
         Optional[str], typer.Option("--address", help="Ray cluster to deploy on [default: $RAY_ADDRESS, else a local Ray].")
     ] = None,
+    direct_ingress: Annotated[
+        bool,
+        typer.Option(
+            "--direct-ingress",
+            help="Each replica also answers HTTP on its own port (--port + 1 up), skipping Ray's proxy: lowest latency. "
+            "Ray's experimental feature; local Ray only.",
+        ),
+    ] = False,
 ) -> None:
     """Serve a model over HTTP on Ray Serve until Ctrl-C / SIGTERM, batching requests dynamically."""
     from paddlecls_q.model_files import find_model_files, require_inference_cls_yaml
-    from paddlecls_q.serve.app import ServeSettings, require_ray, run_server
+    from paddlecls_q.serve.app import ServeSettings, enable_direct_ingress, ray_address, require_ray, run_server
 
     options = runtime_options(backend, device, threads)
     for flag, value in (("--replicas", replicas), ("--max-batch-size", max_batch_size), ("--port", port)):
@@ -50,6 +58,11 @@ def serve_command(
         raise ConfigError("--batch-wait-ms must be >= 0 and --max-request-mb > 0")
     folder = resolve_model_dir(model_dir, model, quantized)
     require_inference_cls_yaml(find_model_files(folder))  # a bad folder fails here, not in a replica
+    if direct_ingress:
+        if ray_address(address) != "local":
+            raise ConfigError("--direct-ingress needs the local Ray this command starts; on a cluster start every node "
+                              "with RAY_SERVE_ENABLE_DIRECT_INGRESS=1 instead")
+        enable_direct_ingress(port, replicas)
     require_ray()
     settings = ServeSettings(
         model_dir=folder.resolve(),
@@ -60,12 +73,15 @@ def serve_command(
         batch_wait_ms=batch_wait_ms,
         max_request_mb=max_request_mb,
         label_file=label_file.resolve() if label_file else None,
+        direct_ingress=direct_ingress,
     )
 
     def ready(url: str) -> None:
         console.print(
             f"serving {escape(settings.name)} ({escape(backend)}, {replicas} replica(s), batch <= {max_batch_size}) "
-            f"at {escape(url)}/predict and {escape(url)}/v2/models/{escape(settings.name)}/infer — Ctrl-C to stop",
+            f"at {escape(url)}/predict and {escape(url)}/v2/models/{escape(settings.name)}/infer"
+            + (f"; replicas directly from port {port + 1} up" if direct_ingress else "")
+            + " — Ctrl-C to stop",
             highlight=False,
             soft_wrap=True,
         )
