@@ -71,8 +71,8 @@ real-models: $(STAMP) $(CONVERT_STAMP)
 bench: $(STAMP)
 	BIN=$(BIN) REFERENCE_MODELS=$(REFERENCE_MODELS) scripts/make_bench.sh
 
-# `serve` on the demo model: in-process latency, then bench --serve at C = 1, 8, 32: batching on, off, and on with --direct-ingress
-# (a server started and SIGTERMed per mode; about 3 minutes). Add the fault test: SERVE_BENCH_FLAGS='--fault-seconds 24'.
+# `serve` on the demo model: in-process latency, then bench --serve at C = 1, 8, 32, batching on and off, through the proxy and with --direct-ingress
+# (a server started and SIGTERMed per mode; about 5 minutes). Add the fault test: SERVE_BENCH_FLAGS='--fault-seconds 24'.
 SERVE_BENCH_FLAGS ?=
 serve-bench: $(STAMP)
 	$(BIN)/python scripts/serve_loadtest.py --seconds 8 $(SERVE_BENCH_FLAGS)
