@@ -69,7 +69,7 @@ def make_settings(**values: Any) -> BenchSettings:
         values["modes"] = parse_choices(values["modes"], PRECISION_MODES, "mode")
     for key, what in (("batch_sizes", "batch size"), ("threads_list", "thread count")):
         if isinstance(values.get(key), str):
-            values[key] = _parse_counts(values[key], what)
+            values[key] = parse_counts(values[key], what)
     if values.get("device") is not None:
         try:
             values["device"], values["gpu_id"] = parse_device(str(values["device"]))
@@ -80,7 +80,7 @@ def make_settings(**values: Any) -> BenchSettings:
     return validate(BenchSettings, {key: value for key, value in values.items() if value is not None}, "command line")
 
 
-def _parse_counts(text: str, what: str) -> tuple[int, ...]:
+def parse_counts(text: str, what: str) -> tuple[int, ...]:
     """"1,8,32" → (1, 8, 32), duplicates dropped; a ConfigError naming the bad item."""
     counts: list[int] = []
     for item in (part.strip() for part in text.split(",")):
