@@ -9,7 +9,7 @@ REFERENCE_MODELS := .cache/models
 APT_PACKAGES := dataset-fashion-mnist libgl1 libglib2.0-0
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 
-.PHONY: demo test lint models real-models bench clean system-packages
+.PHONY: demo test lint models real-models bench serve-bench clean system-packages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -69,7 +69,13 @@ real-models: $(STAMP) $(CONVERT_STAMP)
 # The seed's latency tables: ResNet50_vd and MobileNetV1 (FP32 + quantize's PTQ) on every CPU engine, 1 thread
 # -> docs/benchmarks.md and docs/benchmarks.png (about 14 minutes on 2 cores, throughput included).
 bench: $(STAMP)
-	BIN=$(BIN) REFERENCE_MODELS=$(REFERENCE_MODELS) scripts/make_bench.sh
+	BIN=$(BIN) REFERENCE_MODELS=$(REFERENCE_MODELS) IMAGENET_SAMPLE=$(IMAGENET_SAMPLE) scripts/make_bench.sh
+
+# `serve` on the demo model: in-process latency, then bench --serve at C = 1, 8, 32, batching on and off, through the proxy and with --direct-ingress
+# (a server started and SIGTERMed per mode; about 5 minutes). Add the fault test: SERVE_BENCH_FLAGS='--fault-seconds 24'.
+SERVE_BENCH_FLAGS ?=
+serve-bench: $(STAMP)
+	$(BIN)/python scripts/serve_loadtest.py --seconds 8 $(SERVE_BENCH_FLAGS)
 
 clean:
 	rm -rf $(VENV) $(CONVERT_VENV) .cache .pytest_cache

@@ -22,6 +22,7 @@ CPU_FLAGS = (
     "amx_int8",
     "amx_bf16",
 )
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 PACKAGES = (
     "paddlecls-q",
     "paddlepaddle",
@@ -72,6 +73,12 @@ def cpu_info() -> tuple[str, set[str]]:
         elif key.strip() == "flags" and not flags:
             flags = set(value.split())
     return model or platform.processor(), flags
+
+
+def vnni_flags() -> list[str]:
+    """This CPU's int8 dot-product extensions. Without one (AVX2 only) u8 x s8 kernels sum pairs of
+    products in int16 (VPMADDUBSW), which saturates with full-range int8 weights."""
+    return sorted(cpu_info()[1] & VNNI_FLAGS)
 
 
 def describe_environment(threads: int, load_average_before: list[float] | None = None) -> dict[str, Any]:

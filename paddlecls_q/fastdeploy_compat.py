@@ -105,11 +105,9 @@ def translate(
         for name in ("qat_preprocess", "ptq_preprocess"):
             _check_preprocess(settings.get(name), f"Global.{name}", source)
         fmt = settings.get("format")
-        if isinstance(fmt, str) and fmt.strip().strip("'\"").lower() == "onnx":
-            raise ConfigError(
-                f"{source}: key 'Global.format': format 'onnx' is not supported by this build: the ONNX-input "
-                "work (issue 16) is not merged; convert with x2paddle or give the Paddle model"
-            )
+        if isinstance(fmt, str):
+            # FastDeploy quotes it in some configs ("'onnx'"); QuantizeGlobal decides what each format can do.
+            settings["format"] = fmt.strip().strip("'\"").lower()
         data["Global"] = settings
     if calibration == "fastdeploy":
         given = data.get("PTQ")

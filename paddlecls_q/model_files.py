@@ -1,4 +1,4 @@
-"""Find and check the files of a Paddle inference-model folder before any engine touches them."""
+"""Find and check the files of a model folder (Paddle inference model or ONNX) before any engine touches them."""
 
 from __future__ import annotations
 
@@ -6,17 +6,24 @@ import hashlib
 import signal
 import struct
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from paddlecls_q.errors import ConfigError, ModelFormatError
 from paddlecls_q.fsutil import read_bounded
+from paddlecls_q.validation import shorten
 
 if TYPE_CHECKING:
     from paddlecls_q.config import InferenceClsConfig
 
 INFERENCE_CLS_YAML = "inference_cls.yaml"
+PADDLE_PROGRAMS = ("inference.pdmodel", "model.pdmodel", "inference.json", "model.json")
+ONNX_PROGRAMS = ("inference.onnx", "model.onnx")
+MAX_ONNX_BYTES = 2 << 30  # protobuf's limit for one message: larger ONNX models keep weights outside
+MIN_ONNX_OPSET = 7  # the oldest opset ONNX Runtime guarantees; the newest is the pinned onnx package's
+ONNX_QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinear", "ConvInteger", "MatMulInteger")
 QUANT_OP_PREFIXES = ("quantize_linear", "dequantize_linear", "fake_quantize", "fake_channel_wise", "fake_dequantize")
 # Bytes per element of Paddle's VarType codes (BOOL, INT16, INT32, INT64, FP16, FP32, FP64, UINT8, INT8, BF16).
 DTYPE_BYTES = {0: 1, 1: 2, 2: 4, 3: 8, 4: 2, 5: 4, 6: 8, 20: 1, 21: 1, 22: 2}
@@ -28,7 +35,10 @@ _MAX_TENSOR_DESC_BYTES = 1 << 16
 
 @dataclass(frozen=True)
 class ModelFiles:
-    """The files of one model folder, and what reading the program told us."""
+    """The files of one model folder, and what reading the program told us.
+
+    For an ONNX model `program` and `params` are the same `.onnx` file: it holds graph and weights.
+    """
 
     folder: Path
     program: Path
@@ -38,13 +48,18 @@ class ModelFiles:
     input_shape: tuple[int, ...] | None = None  # the first feed's declared NCHW shape (-1: free); None if unknown
 
     @property
+    def format(self) -> Literal["paddle", "onnx"]:
+        """Which kind of model the folder holds: the one place that says it."""
+        return "onnx" if self.program.suffix == ".onnx" else "paddle"
+
+    @property
     def inference_cls_yaml(self) -> Path:
         return self.folder / INFERENCE_CLS_YAML
 
     def content_hash(self) -> str:
         """sha256 of program + params: the key for conversion and engine caches."""
         digest = hashlib.sha256()
-        for path in (self.program, self.params):
+        for path in dict.fromkeys((self.program, self.params)):
             with path.open("rb") as handle:
                 for block in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(block)
@@ -52,15 +67,98 @@ class ModelFiles:
 
 
 def _pick_program(folder: Path) -> Path:
-    for name in ("inference.pdmodel", "model.pdmodel", "inference.json", "model.json"):
-        if (folder / name).exists():  # a folder or device under this name is refused below, not skipped
+    """The Paddle program of `folder`, else its ONNX model: a Paddle model wins where both are present.
+
+    A folder or device under one of the names is returned too: `find_model_files` refuses it in one line.
+    """
+    for name in PADDLE_PROGRAMS:
+        if (folder / name).exists():
             return folder / name
     others = sorted(folder.glob("*.pdmodel")) or sorted(p for p in folder.glob("*.json") if p.with_suffix(".pdiparams").exists())
     if len(others) == 1:
         return others[0]
+    for name in ONNX_PROGRAMS:
+        if (folder / name).exists():
+            return folder / name
     raise ModelFormatError(
-        f"{folder}: no Paddle inference model (expected inference.pdmodel or inference.json with inference.pdiparams)"
+        f"{folder}: no Paddle inference model or ONNX model (expected inference.pdmodel or inference.json with "
+        "inference.pdiparams, or inference.onnx)"
     )
+
+
+def _dims_text(shape: Any) -> str:
+    return "[" + ", ".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in shape.dim) + "]"
+
+
+def _onnx_tensors(graph: Any) -> Iterator[Any]:
+    """Every stored tensor of an ONNX graph: initializers and Constant values (paddle2onnx's weights), subgraphs too."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from _onnx_tensors(subgraph)
+
+
+def _read_onnx_model(path: Path) -> tuple[bool, tuple[int, ...]]:
+    """Parse and check an ONNX classifier once, before any engine loads it; return whether it is quantized and its
+    input's declared shape (-1 for a free dimension).
+
+    One image input (float32, NCHW with 1 or 3 channels), a first output of shape [N, classes], an
+    opset the engines load, weights inside the file.
+    """
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load_model_from_string(read_bounded(path, MAX_ONNX_BYTES, "ONNX model"))
+    except (DecodeError, ValueError, RuntimeError):
+        model = None
+    if model is None or not model.graph.node:
+        raise ModelFormatError(f"{path}: not an ONNX model, or a truncated one (it does not parse as an ONNX ModelProto)")
+    if any(tensor.data_location == onnx.TensorProto.EXTERNAL for tensor in _onnx_tensors(model.graph)):
+        raise ModelFormatError(f"{path}: weights in external data files are not supported; save the model as one file")
+    newest = onnx.defs.onnx_opset_version()
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or not MIN_ONNX_OPSET <= opset <= newest:
+        found = "declares no ai.onnx opset" if opset is None else f"has opset {opset}"
+        raise ModelFormatError(
+            f"{path}: {found}; the engines here load opsets {MIN_ONNX_OPSET}..{newest}: re-export with one of them"
+        )
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as error:
+        reason = next((line for line in str(error).splitlines() if line.strip()), "")
+        raise ModelFormatError(f"{path}: invalid ONNX model: {shorten(reason, 160)}") from None
+    weights = {tensor.name for tensor in model.graph.initializer}
+    inputs = [value for value in model.graph.input if value.name not in weights]
+    if len(inputs) != 1:
+        names = ", ".join(shorten(value.name) for value in inputs)
+        raise ModelFormatError(f"{path}: a classifier has one image input, this model has {len(inputs)} ({names})")
+    image, kind = inputs[0], inputs[0].type.WhichOneof("value")
+    tensor = image.type.tensor_type
+    if kind != "tensor_type" or tensor.elem_type != onnx.TensorProto.FLOAT:
+        names = {number: name.lower() for name, number in onnx.TensorProto.DataType.items()}
+        what = names.get(tensor.elem_type, f"element type {tensor.elem_type}") if kind == "tensor_type" else kind
+        raise ModelFormatError(f"{path}: input {shorten(image.name)} is {what}; the engines are fed float32 images")
+    dims = tensor.shape.dim
+    if not tensor.HasField("shape") or len(dims) != 4 or dims[1].dim_value not in (1, 3):
+        shape = _dims_text(tensor.shape) if tensor.HasField("shape") else "unknown"
+        raise ModelFormatError(
+            f"{path}: input {shorten(image.name)} has shape {shape}; a classifier takes NCHW images [N, 1 or 3, H, W]"
+        )
+    if not model.graph.output:
+        raise ModelFormatError(f"{path}: the graph has no output; a classifier outputs [N, classes]")
+    output = model.graph.output[0].type.tensor_type
+    if output.HasField("shape") and len(output.shape.dim) != 2:
+        raise ModelFormatError(
+            f"{path}: output {shorten(model.graph.output[0].name)} has shape {_dims_text(output.shape)}; "
+            "a classifier outputs [N, classes]"
+        )
+    quantized = any(node.op_type.startswith(ONNX_QUANT_OPS) for node in model.graph.node)
+    return quantized, tuple(int(d.dim_value) if d.HasField("dim_value") else -1 for d in dims)
 
 
 def framework_proto() -> Any:
@@ -224,11 +322,18 @@ def _feed_shape(block: Any) -> tuple[int, ...] | None:
         return None
 
 
+def _check_regular(path: Path) -> None:
+    if path.is_dir():
+        raise ModelFormatError(f"{path}: is a folder, not a model file")
+    if not path.is_file():
+        raise ModelFormatError(f"{path}: not a regular file")
+
+
 def find_model_files(folder: str | Path, program_name: str | None = None, params_name: str | None = None) -> ModelFiles:
-    """Locate program + params in `folder` and check they are a readable Paddle inference model.
+    """Locate program + params in `folder` and check they are a readable Paddle inference model or ONNX model.
 
     `program_name`/`params_name` (a config's model_filename/params_filename) name the files when
-    they are not the usual pair with one stem.
+    they are not the usual pair with one stem; an ONNX model has no params file.
     """
     folder = Path(folder)
     if not folder.exists():
@@ -236,16 +341,21 @@ def find_model_files(folder: str | Path, program_name: str | None = None, params
     if not folder.is_dir():
         raise ModelFormatError(f"{folder}: not a folder (pass the model folder, not a file)")
     program = folder / program_name if program_name else _pick_program(folder)
+    if program.suffix == ".onnx":
+        if not program.exists():
+            raise ModelFormatError(f"{program}: not found (model_filename names a file that is not in the model folder)")
+        _check_regular(program)
+        if program.stat().st_size == 0:
+            raise ModelFormatError(f"{program}: empty file")
+        quantized, input_shape = _read_onnx_model(program)
+        return ModelFiles(folder, program, program, quantized, legacy_format=False, input_shape=input_shape)
     params = folder / params_name if params_name else program.with_suffix(".pdiparams")
     if not program.exists():
         raise ModelFormatError(f"{program}: not found (model_filename names a file that is not in the model folder)")
     if not params.exists():
         raise ModelFormatError(f"{folder}: {params.name} is missing next to {program.name}")
     for path in (program, params):
-        if path.is_dir():
-            raise ModelFormatError(f"{path}: is a folder, not a model file")
-        if not path.is_file():
-            raise ModelFormatError(f"{path}: not a regular file")
+        _check_regular(path)
     if program.stat().st_size == 0 or params.stat().st_size == 0:
         empty = program if program.stat().st_size == 0 else params
         raise ModelFormatError(f"{empty}: empty file")

@@ -159,7 +159,7 @@ def test_model_and_params_files_with_different_stems(fashion_train: Path, tmp_pa
 @pytest.mark.parametrize(
     ("edit", "expect"),
     [
-        ({"format": "onnx"}, "ONNX-input work (issue 16)"),
+        ({"format": "tflite"}, "format 'tflite' is not supported: give 'paddle' or 'onnx'"),
         ({"ptq_preprocess": "yolo_image_preprocess"}, "YOLO detection preprocessing"),
         ({"preprocess": "my_preprocess"}, "never runs code from a config"),
         ({"input_name": "x", "input_list": ["x"]}, "both 'Global.input_name' and 'Global.input_list'"),

@@ -32,7 +32,8 @@ def test_wrong_types_and_values_are_rejected(bad_input: Any) -> None:
     bad_input(lambda c: c["PTQ"].update(calibration_images="many"), expect="key 'PTQ.calibration_images'")
     bad_input(lambda c: c["PTQ"].update(calibration_method="kl_div"), expect="unknown calibration method 'kl_div'")
     bad_input(lambda c: c["Global"].update(ptq_preprocess="yolo_image_preprocess"), expect="unknown preprocess")
-    bad_input(lambda c: c["Global"].update(format="onnx"), expect="format 'onnx' is not supported")
+    bad_input(lambda c: c["Global"].update(format="onnx"), expect="Global.format is onnx but the folder holds no inference.onnx")
+    bad_input(lambda c: c["Global"].update(format="tflite"), expect="format 'tflite' is not supported")
     bad_input(lambda c: c.update(QuantAware={"onnx_format": False}), expect="onnx_format must be true")
     bad_input(lambda c: c.update(TrainConfig={"learning_rate": 0.1}), expect="needs train_iter or epochs")
 

@@ -163,6 +163,42 @@ def test_bad_requests_get_one_line_4xx_and_server_keeps_serving(server, fashion_
     assert httpx.post(f"{url}/predict", content=fashion_image.read_bytes()).status_code == 200
 
 
+def test_bench_serve_reports_every_concurrency(server, fashion_image: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from paddlecls_q.cli import app
+
+    arguments = ["bench", "--serve", server["url"], "--image", str(fashion_image), "--concurrency", "1,6", "--seconds", "1.5"]
+    result = CliRunner().invoke(app, [*arguments, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["schema"] == "paddlecls-q/bench-serve"
+    runs = document["runs"]
+    assert [run["concurrency"] for run in runs] == [1, 6]
+    for run in runs:
+        assert run["ok"] > 0 and run["requests"] == run["ok"] and run["errors"] == {}
+        assert 0 < run["p50_ms"] <= run["p90_ms"] <= run["p99_ms"]
+        sizes = {int(size) for size in run["batch_sizes"]}
+        assert sizes and sizes <= {1, 2, 3, 4}  # the fixture's --max-batch-size 4
+        assert sum(run["batch_sizes"].values()) == run["ok"]
+    assert set(runs[0]["batch_sizes"]) == {"1"}  # one client: every engine call held its request alone
+    markdown = tmp_path / "serve.md"
+    result = CliRunner().invoke(app, [*arguments[:-4], "--concurrency", "2", "--requests", "5", "--format", "markdown", "--output", str(markdown)])
+    assert result.exit_code == 0, result.output
+    lines = markdown.read_text().splitlines()
+    assert lines[0].startswith("| C | requests |") and lines[2].startswith("| 2 | 5 |")
+
+
+def test_bench_serve_without_a_server_is_one_line(fashion_image: Path) -> None:
+    from typer.testing import CliRunner
+
+    from paddlecls_q.cli import app
+
+    for url, message in ((f"http://127.0.0.1:{_free_port()}", "no server answers"), ("ftp://x", "root URL")):
+        result = CliRunner().invoke(app, ["bench", "--serve", url, "--image", str(fashion_image), "--seconds", "1"])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
 def test_sigterm_stops_serve_and_its_ray(server) -> None:
     """Last in the module: SIGTERM to the command alone; every process it started must be gone."""
     process = server["process"]
@@ -174,3 +210,44 @@ def test_sigterm_stops_serve_and_its_ray(server) -> None:
     while time.monotonic() < deadline and any(_alive(pid) for pid in below):
         time.sleep(0.5)
     assert not [pid for pid in below if _alive(pid)]
+
+
+def test_direct_ingress_replica_answers_on_its_own_port_and_stops_clean(fashion_image: Path, tmp_path: Path) -> None:
+    """--direct-ingress: the replica answers on --port + 1 (no proxy hop) exactly as through the proxy."""
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    command = [sys.executable, "-m", "paddlecls_q", "serve", "--model", "demo", "--port", str(port), "--direct-ingress"]
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        while time.monotonic() < deadline and process.poll() is None and "Ctrl-C to stop" not in log.read_text(errors="replace"):
+            time.sleep(0.5)
+        assert "directly from port" in log.read_text(errors="replace"), log.read_text(errors="replace")[-2000:]
+        body = fashion_image.read_bytes()
+        through_proxy = httpx.post(f"http://127.0.0.1:{port}/predict?topk=3", content=body)
+        direct = httpx.post(f"http://127.0.0.1:{port + 1}/predict?topk=3", content=body)
+        assert through_proxy.status_code == direct.status_code == 200, direct.text
+        assert direct.json() == through_proxy.json() == {key: _infer_json(fashion_image, 3)[key] for key in ("class_ids", "scores", "labels")}
+        bad = httpx.post(f"http://127.0.0.1:{port + 1}/predict", content=b"not an image")
+        assert bad.status_code == 415 and "not an image" in bad.json()["error"]
+        below = _descendants(process.pid)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(120) == 0, log.read_text(errors="replace")[-2000:]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(pid) for pid in below):
+            time.sleep(0.5)
+        assert not [pid for pid in below if _alive(pid)]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
+
+
+def test_direct_ingress_refuses_a_cluster_address() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "paddlecls_q", "serve", "--model", "demo", "--direct-ingress", "--address", "10.0.0.1:6379"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2 and "--direct-ingress needs the local Ray" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr

@@ -25,6 +25,7 @@ from paddlecls_q.config import (
 from paddlecls_q.errors import ConfigError, ModelFormatError
 from paddlecls_q.model_files import ModelFiles, find_model_files
 from paddlecls_q.registry import PRECISION_MODES, ModelEntry, PrecisionMode
+from paddlecls_q.runtime import PADDLE_PROGRAM_BACKENDS
 
 CPU_BACKENDS = tuple(backend for backend in BACKENDS if backend not in GPU_BACKENDS)
 Mode = PrecisionMode
@@ -80,7 +81,7 @@ def make_settings(**values: Any) -> BenchSettings:
         values["modes"] = parse_choices(values["modes"], PRECISION_MODES, "mode")
     for key, what in (("batch_sizes", "batch size"), ("threads_list", "thread count")):
         if isinstance(values.get(key), str):
-            values[key] = _parse_counts(values[key], what)
+            values[key] = parse_counts(values[key], what)
     if values.get("device") is not None:
         try:
             values["device"], values["gpu_id"] = parse_device(str(values["device"]))
@@ -91,7 +92,7 @@ def make_settings(**values: Any) -> BenchSettings:
     return validate(BenchSettings, {key: value for key, value in values.items() if value is not None}, "command line")
 
 
-def _parse_counts(text: str, what: str) -> tuple[int, ...]:
+def parse_counts(text: str, what: str) -> tuple[int, ...]:
     """"1,8,32" → (1, 8, 32), duplicates dropped; a ConfigError naming the bad item."""
     counts: list[int] = []
     for item in (part.strip() for part in text.split(",")):
@@ -200,6 +201,9 @@ def not_available_reason(backend: str, mode: str, settings: BenchSettings, model
     """Why this engine × precision can't run here, or "" when it can."""
     if mode != "fp32" and models.int8 is None:
         return models.int8_missing
+    files = models.fp32 if mode == "fp32" else models.int8
+    if backend in PADDLE_PROGRAM_BACKENDS and files is not None and files.format == "onnx":
+        return f"{BACKEND_NAMES[backend]} reads Paddle programs; {files.folder.name} is an ONNX model"
     if backend in GPU_BACKENDS and settings.device != "gpu":
         return f"{BACKEND_NAMES[backend]} runs on the GPU only (--device gpu)"
     if backend in CPU_ONLY_BACKENDS and settings.device == "gpu":

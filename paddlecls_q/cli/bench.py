@@ -39,7 +39,7 @@ NARROW_DROP_ORDER = (
 
 @command("bench", epilog="Example: paddlecls-q bench --model-dir paddlecls_q/assets/demo_fashion_mnist --int8-dir out/demo_ptq --iters 200")
 def bench_command(
-    model_dir: Annotated[Path | None, typer.Option("--model-dir", help="FP32 Paddle inference model folder.")] = None,
+    model_dir: Annotated[Path | None, typer.Option("--model-dir", help="FP32 model folder: Paddle inference model or ONNX (inference.onnx), with inference_cls.yaml.")] = None,
     int8_dir: Annotated[
         Path | None, typer.Option("--int8-dir", help="Its INT8 version (the output of `paddlecls-q quantize`).")
     ] = None,
@@ -93,9 +93,23 @@ def bench_command(
         typer.Option("--from-json", help="Render saved `--format json` results (repeatable) instead of measuring."),
     ] = None,
     title: Annotated[str | None, typer.Option("--title", help="Heading of the markdown document.")] = None,
+    serve_url: Annotated[
+        str | None,
+        typer.Option("--serve", help="Load-test a running `paddlecls-q serve` at this URL instead (POSTs --image to /predict)."),
+    ] = None,
+    concurrency: Annotated[str, typer.Option("--concurrency", help="With --serve: concurrent clients per run, e.g. 1,8,32.")] = "1,8,32",
+    seconds: Annotated[float, typer.Option("--seconds", help="With --serve: how long each run lasts.")] = 10.0,
+    requests: Annotated[int | None, typer.Option("--requests", help="With --serve: stop a run after this many requests.")] = None,
 ) -> None:
     """Time FP32 and INT8 on each engine: runtime and end-to-end latency, statistics and speedups."""
     output_format = choice(output_format, FORMATS, "format")
+    if serve_url is not None:
+        from paddlecls_q.cli.serve import bench_serve
+
+        if model_dir is not None or int8_dir is not None or model is not None or from_json:
+            raise ConfigError("--serve load-tests a running server; don't combine it with --model-dir/--int8-dir/--model/--from-json")
+        bench_serve(serve_url, image, concurrency, seconds, requests, output_format, output, force)
+        return
     if from_json:
         if model_dir is not None or int8_dir is not None or model is not None:
             raise ConfigError("--from-json renders saved results; don't combine it with --model-dir/--int8-dir/--model")

@@ -22,7 +22,7 @@ def eval_command(
     data: Annotated[
         Path, typer.Option("--data", help="Val list (`path label` lines) or a folder of class sub-folders.")
     ],
-    model_dir: Annotated[Path | None, typer.Option("--model-dir", help="Paddle inference model folder.")] = None,
+    model_dir: Annotated[Path | None, typer.Option("--model-dir", help="Model folder: Paddle inference model or ONNX (inference.onnx), with inference_cls.yaml.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Registry model name (see `models`).")] = None,
     compare_dir: Annotated[
         Path | None,

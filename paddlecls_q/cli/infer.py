@@ -19,7 +19,7 @@ from paddlecls_q.preprocess.image_io import list_images
 @command("infer", epilog="Example: paddlecls-q infer --model demo --image paddlecls_q/assets/images/fashion_mnist_test_0.png --backend ort")
 def infer_command(
     image: Annotated[Path, typer.Option("--image", help="Image file, or a folder of images (searched recursively, hidden files skipped).")],
-    model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Paddle inference model folder.")] = None,
+    model_dir: Annotated[Optional[Path], typer.Option("--model-dir", help="Model folder: Paddle inference model or ONNX (inference.onnx), with inference_cls.yaml.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="Registry model name (see `models`).")] = None,
     quantized: Annotated[bool, typer.Option("--quantized", help="With --model: the downloaded INT8 model.")] = False,
     backend: Annotated[str, typer.Option("--backend", help=f"Engine: {', '.join(BACKENDS)}.")] = "ort",
@@ -39,7 +39,7 @@ def infer_command(
     address: Annotated[Optional[str], typer.Option("--address", help="With --ray: Ray cluster [default: local].")] = None,
     force: Annotated[bool, typer.Option("--force", help="With --ray: overwrite --output.")] = False,
 ) -> None:
-    """Classify images with a Paddle inference model on the chosen engine."""
+    """Classify images with a Paddle inference or ONNX model on the chosen engine."""
     if batch_size < 1:
         raise typer.BadParameter("must be at least 1", param_hint="--batch-size")
     options = runtime_options(backend, device, threads, fp16, pinned_memory, batch_size)

@@ -51,6 +51,8 @@ def measure_accuracy(
     fp32 = dict(fp32 or {})
     rows = []
     for engine in engines or accuracy.engines:
+        if engine == "paddle" and plan.files.format == "onnx":
+            continue  # Paddle Inference does not read ONNX models
         options = eval_options(plan, engine)
         if engine not in fp32:
             fp32[engine] = evaluate_model(plan.files.folder, dataset, options, accuracy.batch_size, progress=progress)
@@ -89,6 +91,7 @@ def rank_layers(plan: QuantizationPlan, int8_folder: Path, images: CalibrationIm
 
     from paddlecls_q import qdq_onnx
     from paddlecls_q.postprocess import to_probabilities
+    from paddlecls_q.quantize.onnx_ptq import layer_name
     from paddlecls_q.runtime.convert import onnx_model_for
 
     count = min(plan.config.accuracy.sensitivity_images, len(images.paths))
@@ -118,7 +121,11 @@ def rank_layers(plan: QuantizationPlan, int8_folder: Path, images: CalibrationIm
     for layer in qdq_onnx.quantized_layers(quantized):
         restored = divergence(reference, probabilities(qdq_onnx.dequantize_layers(quantized, {layer})))
         ranking.append(
-            {"layer": layer, "kl_gain": round(baseline - restored, 8), "kl_with_layer_fp32": round(restored, 8)}
+            {
+                "layer": layer_name(layer),
+                "kl_gain": round(baseline - restored, 8),
+                "kl_with_layer_fp32": round(restored, 8),
+            }
         )
     ranking.sort(key=lambda row: -row["kl_gain"])
     return ranking

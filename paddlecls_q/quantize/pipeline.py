@@ -20,7 +20,7 @@ from paddlecls_q.config import QuantizeConfig
 from paddlecls_q.errors import AccuracyBudgetError
 from paddlecls_q.qdq_onnx import ReduceRange
 from paddlecls_q.quantize.accuracy import measure_accuracy, rank_layers
-from paddlecls_q.quantize.assemble import assemble_folder, folder_size, quantized_weights
+from paddlecls_q.quantize.assemble import assemble_folder, assemble_onnx_folder, folder_size, quantized_weights
 from paddlecls_q.quantize.images import CalibrationImages
 from paddlecls_q.quantize.paddle_patches import check_quantize_device
 from paddlecls_q.quantize.plan import plan_quantization
@@ -61,7 +61,10 @@ def quantize(
     for warning in plan.warnings:
         say("warning", warning)
     if plan.method == "ptq" and config.PTQ.calibration_images is None:
-        say("info", f"calibrating on all {len(plan.images)} images of {plan.image_folder} (PTQ.calibration_images unset)")
+        say(
+            "info",
+            f"calibrating on all {len(plan.images)} images of {plan.image_folder} (PTQ.calibration_images unset)",
+        )
     stages: dict[str, float] = {}
     report = QuantizeReport(
         method=plan.method,
@@ -87,6 +90,12 @@ def quantize(
         def build(keep: list[str], attempt: int) -> Path:
             mark = time.perf_counter()
             work = workspace.path / f"work{attempt}"
+            folder = workspace.path / f"model{attempt}"
+            if plan.files.format == "onnx":  # PTQ of an ONNX model: ONNX Runtime's quantizer only
+                report.encodings = assemble_onnx_folder(plan, folder, keep, images, bars, work)
+                stages["ptq"] = stages.get("ptq", 0.0) + time.perf_counter() - mark
+                shutil.rmtree(work, ignore_errors=True)
+                return folder
             if plan.method == "ptq":
                 quantized = run_ptq(plan, images, work, keep, bars, device)
             else:
@@ -96,9 +105,8 @@ def quantize(
             stages[plan.method] = stages.get(plan.method, 0.0) + time.perf_counter() - mark
             raise_if_interrupted()
             mark = time.perf_counter()
-            folder = workspace.path / f"model{attempt}"
             task = bars.add("exporting ONNX", 1)
-            report.encodings = assemble_folder(plan, quantized, folder, keep, reduce_range)
+            report.encodings = assemble_folder(plan, quantized, folder, keep, reduce_range, images, bars)
             bars.done(task)
             shutil.rmtree(work, ignore_errors=True)
             stages["export_onnx"] = stages.get("export_onnx", 0.0) + time.perf_counter() - mark
@@ -133,7 +141,9 @@ def quantize(
         report.quantized_layers = len(quantized_weights(folder / "inference.ort.onnx"))
         report.sizes_bytes = {
             "fp32_params": plan.files.params.stat().st_size,
-            "int8_params": (folder / "inference.pdiparams").stat().st_size,
+            "int8_params": (folder / ("inference.onnx" if plan.files.format == "onnx" else "inference.pdiparams"))
+            .stat()
+            .st_size,
             **{f"{engine}_onnx": (folder / f"inference.{engine}.onnx").stat().st_size for engine in report.encodings},
         }
         passed = report.accuracy is None or report.accuracy["within_budget"]

@@ -11,6 +11,7 @@ from paddlecls_q.errors import ConfigError, InputError, ModelFormatError
 from paddlecls_q.model_files import ModelFiles, find_model_files, load_inference_config
 from paddlecls_q import fsutil
 from paddlecls_q.preprocess.image_io import list_images
+from paddlecls_q.quantize.onnx_ptq import LAYER_OP_TYPES
 from paddlecls_q.quantize.paddle_patches import import_paddle, version_mismatches
 
 
@@ -71,6 +72,19 @@ def _read_program(program: Path) -> ProgramInfo:
 def _check_model(config: QuantizeConfig) -> ModelFiles:
     settings = config.Global
     program, params = settings.model_dir / settings.model_filename, settings.model_dir / settings.params_filename
+    onnx_named = settings.model_filename if settings.model_filename.endswith(".onnx") else None
+    # An ONNX model folder is found by itself: `format: onnx`, or a folder holding only inference.onnx / model.onnx.
+    if settings.format == "onnx" or onnx_named or (settings.model_dir.is_dir() and not program.exists()):
+        files = find_model_files(settings.model_dir, onnx_named)
+        if settings.format == "onnx" and files.format != "onnx":
+            raise ModelFormatError(
+                f"{settings.model_dir}: Global.format is onnx but the folder holds no inference.onnx"
+            )
+        if files.format == "onnx":
+            if files.is_quantized:
+                raise ModelFormatError(f"{files.program}: the model is already quantized; give the FP32 model")
+            load_inference_config(files)
+            return files
     if settings.model_dir.is_dir():
         for path, key in ((program, "model_filename"), (params, "params_filename")):
             if not path.is_file():
@@ -85,6 +99,21 @@ def _check_model(config: QuantizeConfig) -> ModelFiles:
         raise ModelFormatError(f"{files.folder}: the model is already quantized; give the FP32 model folder")
     load_inference_config(files)
     return files
+
+
+def _read_onnx_graph(model_file: Path) -> ProgramInfo:
+    """The same facts as `_read_program`, from an ONNX graph (layers are named by their weight initializer)."""
+    import onnx
+
+    graph = onnx.load(str(model_file)).graph
+    stored = {tensor.name for tensor in graph.initializer}
+    by_type: dict[str, list[str]] = {}
+    for node in graph.node:
+        by_type.setdefault(node.op_type, []).extend(node.input)
+    weights = sorted({name for op in LAYER_OP_TYPES for name in by_type.get(op, []) if name in stored})
+    feeds = [tensor.name for tensor in graph.input if tensor.name not in stored]
+    variables = {name for node in graph.node for name in node.output} | stored
+    return ProgramInfo(feeds, [tensor.name for tensor in graph.output], variables, by_type, weights)
 
 
 def is_within(path: Path, folder: Path) -> bool:
@@ -153,7 +182,11 @@ def plan_quantization(
     settings = config.Global
     import_paddle()
     files = _check_model(config)
-    program = _read_program(files.program)
+    if files.format == "onnx" and method != "ptq":
+        raise ConfigError(
+            f"{files.program}: QAT trains a Paddle program; an ONNX model is quantized with PTQ (Global.ptq_image_path)"
+        )
+    program = _read_onnx_graph(files.program) if files.format == "onnx" else _read_program(files.program)
     warnings: list[str] = version_mismatches()
     folder = config.image_folder(method)
     eval_list = config.accuracy.eval_list
@@ -186,6 +219,8 @@ def plan_quantization(
 
     keep = list(dict.fromkeys(settings.keep_fp32_layers + (config.PTQ.skip_tensor_list if method == "ptq" else ())))
     op_types = config.PTQ.quantize_op_types if method == "ptq" else config.QuantAware.quantize_op_types
+    if files.format == "onnx":
+        op_types = LAYER_OP_TYPES  # type: ignore[assignment]
     _check_layers(keep, program, op_types, "Global.keep_fp32_layers" if method == "qat" else "keep_fp32_layers")
 
     nodes = list(config.Distillation.node)

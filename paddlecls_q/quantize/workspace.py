@@ -29,7 +29,9 @@ class Workspace:
         try:
             fsutil.publish(folder, target, force=force)
         except fsutil.AlreadyExistsError:
-            raise ConfigError(f"{target}: already exists (checked at publish time); pass --force to replace it") from None
+            raise ConfigError(
+                f"{target}: already exists (checked at publish time); pass --force to replace it"
+            ) from None
         self.published = True
 
     def __exit__(self, *exc: Any) -> None:

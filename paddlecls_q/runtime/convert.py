@@ -22,11 +22,14 @@ def onnx_model_for(files: ModelFiles, backend: str, cache_dir: Path | None = Non
     """The ONNX file an ONNX-reading engine should load.
 
     A folder written by `quantize` carries `inference.<backend>.onnx` in that engine's preferred
-    Q/DQ encoding; otherwise the Paddle model is converted once and cached by content hash.
+    Q/DQ encoding; an ONNX model folder is its own ONNX file; otherwise the Paddle model is converted
+    once and cached by content hash.
     """
     prepared = files.folder / f"inference.{backend}.onnx"
     if prepared.is_file():
         return prepared
+    if files.format == "onnx":
+        return files.program
     cache = (cache_dir or cache_home()) / "onnx"
     target = cache / f"{files.content_hash()}.onnx"
     if target.is_file():

@@ -29,7 +29,10 @@ class OpenVinoRuntime(Runtime):
         try:
             self.model = self.core.read_model(str(self.onnx_path))
         except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
-            raise ModelFormatError(f"{self.onnx_path}: OpenVINO could not read it: {error}") from None
+            # Its messages are a multi-line report whose last line says what failed.
+            lines = [line.strip().lstrip("- ") for line in str(error).splitlines() if line.strip()]
+            reason = lines[-1] if lines else type(error).__name__
+            raise ModelFormatError(f"{self.onnx_path}: OpenVINO could not read it: {reason}") from None
         self.version = openvino.get_version().split("-")[0]
         partial = self.model.input(0).get_partial_shape()
         self._input_shape = tuple(d.get_length() if d.is_static else -1 for d in partial)

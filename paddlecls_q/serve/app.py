@@ -2,12 +2,12 @@
 
 Routes: `POST /predict` (raw image bytes, `?topk=K`) and the Open Inference Protocol v2 (`/v2/health/*`,
 `/v2/models/{name}`, `/v2/models/{name}/infer`). Every replica loads the engine once; requests are decoded
-and preprocessed in the replica's handler, then `@serve.batch` gathers up to `max_batch_size` preprocessed
-images within `batch_wait_ms` into one engine call (run in a thread, so that requests keep arriving meanwhile).
+and preprocessed in the replica's handler, then batcher.Batcher gathers up to `max_batch_size` preprocessed
+images into one engine call (run in a thread, so that requests keep arriving meanwhile), waiting at most
+`batch_wait_ms` and only for requests already inside the replica: a lone request is never delayed.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the handlers' annotations (Request) at runtime.
-import asyncio
 import os
 import signal
 import threading
@@ -20,6 +20,7 @@ import numpy as np
 
 from paddlecls_q.config import RuntimeOptions
 from paddlecls_q.errors import BackendUnavailableError
+from paddlecls_q.serve.batcher import Batcher
 
 PREDICT_CONTENT_TYPES = ("image/", "application/octet-stream")
 BATCH_SIZE_HEADER = "x-batch-size"  # engine batch that answered: lets the load generator count batch sizes
@@ -39,6 +40,7 @@ class ServeSettings:
     batch_wait_ms: float = 2.0
     max_request_mb: float = 20.0
     label_file: Path | None = None
+    direct_ingress: bool = False
 
 
 def require_ray() -> Any:
@@ -105,6 +107,7 @@ def build_application(settings: ServeSettings) -> Any:
             self.batch_sizes = Histogram(
                 "paddlecls_q_batch_size", description="Images per engine call.", boundaries=BATCH_BOUNDARIES
             )
+            self.batcher = Batcher(self._infer, settings.max_batch_size, settings.batch_wait_ms / 1000, self.batch_sizes.observe)
 
         def _infer(self, batch: np.ndarray) -> np.ndarray:
             """Class probabilities of a preprocessed batch (split and padded for a model with a fixed batch)."""
@@ -119,17 +122,6 @@ def build_application(settings: ServeSettings) -> Any:
                 padded = np.concatenate([part, np.repeat(part[-1:], self.fixed_batch - len(part), axis=0)])
                 rows.append(to_probabilities(runtime.infer(padded))[: len(part)])
             return np.concatenate(rows)
-
-        @serve.batch(max_batch_size=settings.max_batch_size, batch_wait_timeout_s=settings.batch_wait_ms / 1000)
-        async def _run_batch(self, tensors: list[np.ndarray]) -> list[tuple[np.ndarray, int]]:
-            batch = np.stack(tensors)
-            self.batch_sizes.observe(len(tensors))
-            probabilities = await asyncio.to_thread(self._infer, batch)
-            return [(row, len(tensors)) for row in probabilities]
-
-        async def _classify(self, tensors: list[np.ndarray]) -> tuple[np.ndarray, int]:
-            answers = await asyncio.gather(*(self._run_batch(tensor) for tensor in tensors))
-            return np.stack([row for row, _ in answers]), max(size for _, size in answers)
 
         async def _read_body(self, request: Request) -> bytes:
             declared = request.headers.get("content-length", "")
@@ -163,9 +155,9 @@ def build_application(settings: ServeSettings) -> Any:
                 if not content_type.startswith(PREDICT_CONTENT_TYPES):
                     raise protocol.RequestError(415, f"Content-Type {content_type!r}: send the image bytes as image/* or application/octet-stream")
                 topk = protocol.parse_topk(request.query_params.get("topk"), self.classifier.config.topk)
-                image = protocol.decode_image(await self._read_body(request))
-                tensor = self.classifier.preprocess(image)
-                probabilities, batch = await self._classify([tensor])
+                with self.batcher.arriving_request():
+                    tensor = self.classifier.preprocess(protocol.decode_image(await self._read_body(request)))
+                probabilities, batch = await self.batcher.classify([tensor])
             except protocol.RequestError as error:
                 return self._answer("predict", began, protocol.error_body(str(error)), error.status)
             return self._answer("predict", began, protocol.top_classes(probabilities[0], topk, self.labels), batch=batch)
@@ -208,25 +200,41 @@ def build_application(settings: ServeSettings) -> Any:
             began = time.perf_counter()
             try:
                 self._check_model(name)
-                body = await self._read_body(request)
-                document, tail = protocol.split_binary_body(body, request.headers.get("inference-header-content-length"))
-                parsed = protocol.parse_infer_request(
-                    document, tail, self.tensor_chw, self.classifier.config.topk, self.settings.max_batch_size * 16
-                )
-                if parsed.images is not None:
-                    tensors = [self.classifier.preprocess(image) for image in parsed.images]
-                    if any(t.shape != tensors[0].shape for t in tensors):
-                        raise protocol.RequestError(400, "images preprocess to different shapes; this model's yaml has no fixed crop")
-                else:
-                    assert parsed.tensor is not None  # parse_infer_request gives images or a tensor
-                    tensors = list(parsed.tensor.astype(self.tensor_dtype, copy=False))
-                probabilities, batch = await self._classify(tensors)
+                with self.batcher.arriving_request():
+                    body = await self._read_body(request)
+                    document, tail = protocol.split_binary_body(body, request.headers.get("inference-header-content-length"))
+                    parsed = protocol.parse_infer_request(
+                        document, tail, self.tensor_chw, self.classifier.config.topk, self.settings.max_batch_size * 16
+                    )
+                    if parsed.images is not None:
+                        tensors = [self.classifier.preprocess(image) for image in parsed.images]
+                        if any(t.shape != tensors[0].shape for t in tensors):
+                            raise protocol.RequestError(400, "images preprocess to different shapes; this model's yaml has no fixed crop")
+                    else:
+                        assert parsed.tensor is not None  # parse_infer_request gives images or a tensor
+                        tensors = list(parsed.tensor.astype(self.tensor_dtype, copy=False))
+                probabilities, batch = await self.batcher.classify(tensors)
             except protocol.RequestError as error:
                 return self._answer("infer", began, protocol.error_body(str(error)), error.status)
             document = protocol.infer_response(name, parsed.id, probabilities, parsed.topk)
             return self._answer("infer", began, document, batch=batch)
 
     return ClassifierDeployment.bind(settings)  # type: ignore[attr-defined]
+
+
+def enable_direct_ingress(port: int, replicas: int) -> None:
+    """Ray Serve's (experimental) direct ingress: each replica also serves HTTP itself, from `port + 1` up.
+
+    A request to a replica's own port skips the HTTP proxy and its Ray actor calls (proxy → replica, and the
+    replica fetching the body back from the proxy): ~9 ms of the C = 1 latency on 2 shared cores (docs/serve.md).
+    Must run before `ray.serve` is imported: Ray reads these once, in every process, from the environment.
+    """
+    os.environ.update({
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port + 1),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1 + 4 * replicas + 16),  # replacements get new ports
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+    })
 
 
 def ray_address(address: str | None) -> str:
@@ -275,9 +283,9 @@ def run_server(
             while not stop.wait(0.5):
                 pass
         finally:
-            if started:
+            if started and not settings.direct_ingress:  # direct ingress drains for 30 s; ray.shutdown ends it all
                 serve.shutdown()
-            else:
+            elif not started:
                 serve.delete(settings.name)
             ray.shutdown()
     finally:

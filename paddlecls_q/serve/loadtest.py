@@ -2,25 +2,28 @@
 
 Reports throughput, p50/p90/p99 latency, errors by kind, the engine batch sizes seen (the server's
 x-batch-size header), and for fault tests the window from the first to the last failed request.
-Run: python -m paddlecls_q.serve.loadtest URL IMAGE --concurrency 8 --seconds 10
+`paddlecls-q bench --serve URL` runs `bench_server`; scripts/serve_loadtest.py adds the fault test.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
+
+from paddlecls_q.errors import BackendUnavailableError, ConfigError, InputError
 
 
 @dataclass
 class LoadReport:
+    """One load run: C clients for `seconds`; latencies of the answered requests only."""
+
     concurrency: int
     requests: int
     ok: int
@@ -95,19 +98,38 @@ async def run_load(url: str, body: bytes, concurrency: int, seconds: float, max_
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("url", help="server root, e.g. http://127.0.0.1:8000")
-    parser.add_argument("image", type=Path)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--requests", type=int, default=10**9)
-    arguments = parser.parse_args(argv)
-    body = arguments.image.read_bytes()
-    for concurrency in arguments.concurrency:
-        report = asyncio.run(run_load(f"{arguments.url.rstrip('/')}/predict", body, concurrency, arguments.seconds, arguments.requests))
-        print(json.dumps(asdict(report)))
+def predict_url(url: str) -> str:
+    """The /predict address of a server root (`http://host:port`), or a ConfigError naming the URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"--serve {url!r}: give the server's root URL, e.g. http://127.0.0.1:8000")
+    root = url.rstrip("/")
+    return root if root.endswith("/predict") else f"{root}/predict"
 
 
-if __name__ == "__main__":
-    main()
+async def _check_reachable(url: str) -> None:
+    import aiohttp
+
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            async with session.get(url.removesuffix("/predict") + "/v2/health/ready") as response:
+                await response.read()
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+        raise InputError(f"--serve {url.removesuffix('/predict')}: no server answers ({type(error).__name__}: {error})") from None
+
+
+def bench_server(
+    url: str, body: bytes, concurrencies: tuple[int, ...], seconds: float, max_requests: int = 10**9, warmup_s: float = 1.0
+) -> list[LoadReport]:
+    """Load runs against a running `serve` (one per concurrency, after a short warm-up at the highest one)."""
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        raise BackendUnavailableError("bench --serve needs aiohttp (part of Ray Serve): pip install 'paddlecls-q[serve]'") from None
+    if seconds <= 0 or max_requests < 1 or any(c < 1 or c > 1024 for c in concurrencies):
+        raise ConfigError("--seconds must be > 0, --requests >= 1 and every concurrency in 1..1024")
+    target = predict_url(url)
+    asyncio.run(_check_reachable(target))
+    if warmup_s > 0:
+        asyncio.run(run_load(target, body, max(concurrencies), warmup_s))
+    return [asyncio.run(run_load(target, body, concurrency, seconds, max_requests)) for concurrency in concurrencies]

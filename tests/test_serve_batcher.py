@@ -1,0 +1,96 @@
+"""serve's Batcher (batcher.py) on a real asyncio loop and a real numpy function: how batches form."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from paddlecls_q.serve.batcher import Batcher
+
+NEVER_S = 3600.0  # a batch wait that would hang the test if a lone request were made to wait it out
+GUARD_S = 60.0  # fail instead of hanging
+
+
+def _double(batch: np.ndarray) -> np.ndarray:
+    return batch * 2.0
+
+
+def _run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, GUARD_S))
+
+
+def test_a_lone_request_does_not_wait_for_a_batch() -> None:
+    seen: list[int] = []
+
+    async def scenario() -> tuple[np.ndarray, int]:
+        batcher = Batcher(_double, max_batch_size=16, wait_s=NEVER_S, on_batch=seen.append)
+        return await batcher.classify([np.full(3, 1.5, np.float32)])
+
+    rows, size = _run(scenario())
+    np.testing.assert_array_equal(rows, [[3.0, 3.0, 3.0]])
+    assert size == 1 and seen == [1]
+
+
+def test_requests_queued_while_the_engine_runs_form_the_next_batch() -> None:
+    release, started = threading.Event(), threading.Event()
+    seen: list[int] = []
+
+    def slow_first(batch: np.ndarray) -> np.ndarray:
+        if not started.is_set():
+            started.set()
+            release.wait(GUARD_S)
+        return batch + 1.0
+
+    async def scenario() -> list[tuple[np.ndarray, int]]:
+        batcher = Batcher(slow_first, max_batch_size=4, wait_s=NEVER_S, on_batch=seen.append)
+        first = asyncio.create_task(batcher.classify([np.zeros(2, np.float32)]))
+        await asyncio.to_thread(started.wait, GUARD_S)
+        rest = [asyncio.create_task(batcher.classify([np.full(2, float(i), np.float32)])) for i in range(1, 7)]
+        await asyncio.sleep(0)
+        release.set()
+        return await asyncio.gather(first, *rest)
+
+    answers = _run(scenario())
+    assert seen == [1, 4, 2]  # 1 alone, then the 6 that queued meanwhile in batches of at most 4
+    assert [size for _, size in answers] == [1, 4, 4, 4, 4, 2, 2]
+    for i, (rows, _) in enumerate(answers):
+        np.testing.assert_array_equal(rows, [[i + 1.0, i + 1.0]])  # every request gets its own row back
+
+
+def test_a_batch_waits_for_a_request_already_inside_the_replica() -> None:
+    seen: list[int] = []
+
+    async def scenario() -> list[tuple[np.ndarray, int]]:
+        batcher = Batcher(_double, max_batch_size=8, wait_s=NEVER_S, on_batch=seen.append)
+        with batcher.arriving_request():  # a second request is being read and preprocessed
+            first = asyncio.create_task(batcher.classify([np.ones(1, np.float32)]))
+            await asyncio.sleep(0.01)
+        second = asyncio.create_task(batcher.classify([np.full(1, 5.0, np.float32)]))
+        return await asyncio.gather(first, second)
+
+    (first_rows, first_size), (second_rows, second_size) = _run(scenario())
+    assert seen == [2] and first_size == second_size == 2
+    assert first_rows.tolist() == [[2.0]] and second_rows.tolist() == [[10.0]]
+
+
+def test_an_engine_error_reaches_every_request_of_the_batch_and_the_next_batch_runs() -> None:
+    calls: list[int] = []
+
+    def fail_once(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise RuntimeError("engine failed")
+        return batch
+
+    async def scenario() -> np.ndarray:
+        batcher = Batcher(fail_once, max_batch_size=8, wait_s=0.0)
+        with pytest.raises(RuntimeError, match="engine failed"):
+            await batcher.classify([np.ones(1, np.float32), np.ones(1, np.float32)])
+        rows, _ = await batcher.classify([np.full(1, 7.0, np.float32)])
+        return rows
+
+    assert _run(scenario()).tolist() == [[7.0]]
+    assert calls == [2, 1]
