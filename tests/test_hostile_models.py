@@ -154,3 +154,21 @@ def test_a_model_file_that_is_a_device_is_refused_without_reading_it(model_copy:
     os.symlink("/dev/zero", model_copy / "inference.pdmodel")
     with pytest.raises(ModelFormatError, match="inference.pdmodel: not a regular file"):
         find_model_files(model_copy)
+
+
+def test_an_onnx_model_gets_the_same_size_check_and_folder_rule(demo_model_dir: Path, tmp_path: Path, fashion_image):
+    from paddlecls_q.runtime.convert import paddle_to_onnx
+
+    files = find_model_files(demo_model_dir)
+    folder = tmp_path / "onnx_model"
+    folder.mkdir()
+    paddle_to_onnx(files.program, files.params, folder / "inference.onnx")
+    shutil.copy(demo_model_dir / "inference_cls.yaml", folder / "inference_cls.yaml")
+    assert find_model_files(folder).input_shape == (-1, 3, 32, 32)
+    crop_to_224(folder)
+    result = runner.invoke(app, ["infer", "--model-dir", str(folder), "--image", str(fashion_image)])
+    assert_one_line_error(result, 2, SIZE_KEY)
+    (folder / "inference.onnx").unlink()
+    (folder / "inference.onnx").mkdir()
+    result = runner.invoke(app, ["infer", "--model-dir", str(folder), "--image", str(fashion_image)])
+    assert_one_line_error(result, 2, f"{folder / 'inference.onnx'}: is a folder, not a model file")
