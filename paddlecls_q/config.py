@@ -436,10 +436,10 @@ class PtqSection(StrictModel):
     bias_correction: bool = False
     weight_quantize_type: Literal["channel_wise_abs_max", "abs_max"] = "channel_wise_abs_max"
     # The ONNX Runtime / OpenVINO files: "onnxruntime" quantizes the FP32 ONNX graph with ONNX Runtime's
-    # own quantizer on the same images (-1.1 on real MobileNetV2 where re-encoding PaddleSlim's program,
-    # "paddleslim", lost 3.3 / 16.6: docs/accuracy.md). QAT always re-encodes its trained program.
+    # own quantizer on the same images (-0.56 / +0.11 on real MobileNetV2 where re-encoding PaddleSlim's
+    # program, "paddleslim", lost 3.3 / 16.6: docs/accuracy.md). QAT always re-encodes its trained program.
     onnx_quantizer: Literal["onnxruntime", "paddleslim"] = "onnxruntime"
-    # Weights in 7 bits ("reduced") for CPUs without VNNI, whose u8 x s8 kernels saturate; "auto" decides
+    # Weights in 7 bits ("reduced", depthwise convs excepted) for CPUs without VNNI, whose u8 x s8 kernels saturate; "auto" decides
     # from the quantizing machine's CPU flags (recorded in quantize_report.json).
     weight_range: Literal["auto", "full", "reduced"] = "auto"
     quantize_op_types: tuple[QuantizableOp, ...] = (

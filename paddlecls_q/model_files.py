@@ -140,8 +140,8 @@ def _read_onnx_model(path: Path) -> tuple[bool, tuple[int, ...]]:
     image, kind = inputs[0], inputs[0].type.WhichOneof("value")
     tensor = image.type.tensor_type
     if kind != "tensor_type" or tensor.elem_type != onnx.TensorProto.FLOAT:
-        names = {number: name.lower() for name, number in onnx.TensorProto.DataType.items()}
-        what = names.get(tensor.elem_type, f"element type {tensor.elem_type}") if kind == "tensor_type" else kind
+        type_names = {number: name.lower() for name, number in onnx.TensorProto.DataType.items()}
+        what = type_names.get(tensor.elem_type, f"element type {tensor.elem_type}") if kind == "tensor_type" else kind
         raise ModelFormatError(f"{path}: input {shorten(image.name)} is {what}; the engines are fed float32 images")
     dims = tensor.shape.dim
     if not tensor.HasField("shape") or len(dims) != 4 or dims[1].dim_value not in (1, 3):

@@ -67,10 +67,12 @@ def in_top_k(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
 
 def _ranked(scores: np.ndarray, k: int) -> list[tuple[int, float]]:
     # Few numpy calls: this runs right after the engine, when each one costs tens of microseconds cold.
-    item = scores.item
-    if k >= scores.shape[0]:
-        pairs = [(index, item(index)) for index in range(scores.shape[0])]
+    # The ndarray method skips np.argpartition's Python wrapper (~25 us of the ~100 us cold, bench's loop).
+    item, count = scores.item, scores.shape[0]
+    if k >= count:
+        pairs = [(index, item(index)) for index in range(count)]
     else:
-        pairs = [(index, item(index)) for index in np.argpartition(scores, -k)[-k:].tolist()]
+        first = count - k
+        pairs = [(index, item(index)) for index in scores.argpartition(first)[first:].tolist()]
     pairs.sort(key=lambda pair: (-pair[1], pair[0]))
     return pairs

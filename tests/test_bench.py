@@ -233,8 +233,10 @@ def test_fast_plan_writes_into_a_buffer_and_batches(photo: Path) -> None:
     np.testing.assert_array_equal(buffer, preprocessor(image))
     images = [image, read_image(IMAGES[1])]
     np.testing.assert_array_equal(plan.batch(images), preprocessor.batch(images))
-    with pytest.raises(ValueError, match="out must be"):
-        plan(image, out=np.empty((3, 224, 224), np.float64))
+    # The repeated-size fast path checks `out` as strictly as the first call does.
+    for wrong in (np.empty((3, 224, 224), np.float64), np.empty((3, 224, 448), np.float32)[:, :, ::2], buffer[:2]):
+        with pytest.raises(ValueError, match="out must be"):
+            plan(image, out=wrong)
 
 
 def test_fast_plan_keeps_the_reference_errors_and_refuses_other_chains() -> None:

@@ -52,6 +52,8 @@ def test_top_k_is_best_first() -> None:
     assert top_k(probabilities, 9) == [1, 3, 5, 4, 0, 2]
     scores = np.random.default_rng(3).random(1000).astype(np.float32)
     assert top_k(scores, 5) == np.argsort(-scores, kind="stable")[:5].tolist()
+    for k in (1, 5, 6):  # the partition's edges: one class, all but one, all
+        assert top_k(probabilities, k) == [1, 3, 5, 4, 0, 2][:k]
 
 
 def test_fast_probabilities_agree_at_the_tolerance_edge() -> None:

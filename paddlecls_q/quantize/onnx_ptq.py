@@ -156,7 +156,7 @@ def quantize_onnx(
     # Depthwise convs accumulate each tap in int32 (no int16 pair sums to saturate), and 9 weights per channel
     # need every bit: on MobileNetV2 8-bit depthwise weights took ONNX Runtime from -1.78 to -0.56, OpenVINO
     # from -2.00 to +0.11 (docs/accuracy.md).
-    overrides = {name: [{"reduce_range": False}] for name in depthwise} if reduce_range else {}
+    overrides = {name: [{"axis": 0, "reduce_range": False}] for name in depthwise} if reduce_range else {}
     if tensorrt:
         summary.activations = "int8 symmetric per-tensor"
     try:
