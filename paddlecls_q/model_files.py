@@ -347,8 +347,8 @@ def find_model_files(folder: str | Path, program_name: str | None = None, params
         _check_regular(program)
         if program.stat().st_size == 0:
             raise ModelFormatError(f"{program}: empty file")
-        quantized, input_shape = _read_onnx_model(program)
-        return ModelFiles(folder, program, program, quantized, legacy_format=False, input_shape=input_shape)
+        quantized, onnx_shape = _read_onnx_model(program)
+        return ModelFiles(folder, program, program, quantized, legacy_format=False, input_shape=onnx_shape)
     params = folder / params_name if params_name else program.with_suffix(".pdiparams")
     if not program.exists():
         raise ModelFormatError(f"{program}: not found (model_filename names a file that is not in the model folder)")
