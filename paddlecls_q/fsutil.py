@@ -179,6 +179,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def check_new_file(path: Path, force: bool = False) -> None:
+    """Refuse early what `write_new_file` would refuse at the end: a non-file there, or a file without `force`."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise InputError(f"{path}: exists and is not a regular file")
+    if path.exists() and not force:
+        raise InputError(f"{path}: already exists; pass --force to replace it")
+
+
 def write_new_file(path: Path, data: bytes, force: bool = False) -> None:
     """Write `data` to `path` through a staging file; an existing `path` is replaced only with `force`."""
     path = Path(path)

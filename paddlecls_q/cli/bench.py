@@ -14,7 +14,7 @@ from rich.table import Table
 from paddlecls_q import bench, chart, registry, report
 from paddlecls_q.bench import BenchModels, BenchResult, BenchSettings
 from paddlecls_q.cli.app import JSON_SCHEMA_VERSION, command, console, dropped_note, err_console, fit_table, print_json, styled
-from paddlecls_q.fsutil import checked_path, write_new_file
+from paddlecls_q.fsutil import check_new_file, checked_path, write_new_file
 from paddlecls_q.config import BACKENDS, choice
 from paddlecls_q.errors import BackendUnavailableError, ConfigError
 from paddlecls_q.registry import PRECISION_MODES
@@ -103,6 +103,9 @@ def bench_command(
 ) -> None:
     """Time FP32 and INT8 on each engine: runtime and end-to-end latency, statistics and speedups."""
     output_format = choice(output_format, FORMATS, "format")
+    if output is not None:  # before minutes of measuring, not after
+        output = checked_path(output, "--output")
+        check_new_file(output, force)
     if serve_url is not None:
         from paddlecls_q.cli.serve import bench_serve
 
@@ -142,7 +145,7 @@ def bench_command(
         results = [result]
         for warning in result.warnings:
             err_console.print(styled("warning:", "yellow", warning), highlight=False, soft_wrap=True)
-    _write(results, output_format, checked_path(output, "--output") if output is not None else None, title, force)
+    _write(results, output_format, output, title, force)
     if plot is not None:
         chart.plot(results, plot)
         err_console.print(f"chart written to {plot}", highlight=False)
