@@ -103,9 +103,9 @@ def bench_command(
 ) -> None:
     """Time FP32 and INT8 on each engine: runtime and end-to-end latency, statistics and speedups."""
     output_format = choice(output_format, FORMATS, "format")
-    if output is not None:  # before minutes of measuring, not after
-        output = checked_path(output, "--output")
-        check_new_file(output, force)
+    target = checked_path(output, "--output") if output is not None else None
+    if target is not None:  # before minutes of measuring, not after
+        check_new_file(target, force)
     if serve_url is not None:
         from paddlecls_q.cli.serve import bench_serve
 
@@ -145,7 +145,7 @@ def bench_command(
         results = [result]
         for warning in result.warnings:
             err_console.print(styled("warning:", "yellow", warning), highlight=False, soft_wrap=True)
-    _write(results, output_format, output, title, force)
+    _write(results, output_format, target, title, force)
     if plot is not None:
         chart.plot(results, plot)
         err_console.print(f"chart written to {plot}", highlight=False)
