@@ -86,7 +86,7 @@ def zero_point_types(model: Any) -> dict[str, int]:
 
 
 def test_ort_encoding_folds_weights_drops_the_pre_relu_pair_and_goes_uint8(model: Any, image: np.ndarray) -> None:
-    encoded, summary = qdq_onnx.encode(model, "ort")
+    encoded, summary = qdq_onnx.encode(model, "ort", weights="int8")
     assert summary.int8_weights == 1 and summary.dropped_pre_relu_qdq == 1
     assert summary.activation_encodings == {"uint8_zero_point_128": 1, "uint8_zero_point_0": 1}
     assert zero_point_types(encoded) == {"x": TensorProto.UINT8, "r": TensorProto.UINT8}
@@ -99,10 +99,10 @@ def test_ort_encoding_folds_weights_drops_the_pre_relu_pair_and_goes_uint8(model
 
 
 def test_openvino_keeps_signed_activations_int8(model: Any, image: np.ndarray) -> None:
-    encoded, summary = qdq_onnx.encode(model, "openvino", reduce_range="all")
+    encoded, summary = qdq_onnx.encode(model, "openvino", weights="int8")
     assert summary.activation_encodings == {"int8_zero_point_0": 1, "uint8_zero_point_0": 1}
     assert zero_point_types(encoded) == {"x": TensorProto.INT8, "r": TensorProto.UINT8}
-    assert summary.reduced_range_weights == 0  # reduce_range is an ONNX Runtime (AVX2) remedy only
+    assert summary.reduced_range_weights == 0
     np.testing.assert_allclose(run(encoded, image), run(model, image), atol=OUTPUT_SCALE + 1e-6)
 
 
@@ -113,7 +113,7 @@ def test_encode_leaves_its_input_untouched(model: Any) -> None:
 
 
 def test_reduce_range_keeps_weights_to_seven_bits(model: Any, image: np.ndarray) -> None:
-    signed, signed_summary = qdq_onnx.encode(model, "ort", reduce_range="signed_inputs")
+    signed, signed_summary = qdq_onnx.encode(model, "ort", reduce_range="signed_inputs", weights="int8")
     assert signed_summary.reduced_range_weights == 1  # the conv reads the signed image
     reduced = next(
         numpy_helper.to_array(init) for init in signed.graph.initializer if init.name.startswith(f"{WEIGHT}_quantized")
@@ -126,7 +126,7 @@ def test_reduce_range_keeps_weights_to_seven_bits(model: Any, image: np.ndarray)
 
 def test_float_layers_run_in_float(model: Any, image: np.ndarray) -> None:
     assert qdq_onnx.quantized_layers(model) == [WEIGHT]
-    encoded, summary = qdq_onnx.encode(model, "ort", float_layers=frozenset({WEIGHT}))
+    encoded, summary = qdq_onnx.encode(model, "ort", float_layers=frozenset({WEIGHT}), weights="int8")
     assert summary.float_layers == [WEIGHT] and qdq_onnx.quantized_layers(encoded) == []
     conv = next(node for node in encoded.graph.node if node.op_type == "Conv")
     assert conv.input[0] == "x"  # the layer's input bypasses its Q/DQ pair
@@ -155,9 +155,173 @@ def test_unknown_engine_is_refused(model: Any) -> None:
 def test_write_engine_models_writes_one_file_per_engine(model: Any, image: np.ndarray, tmp_path: Path) -> None:
     source = tmp_path / "paddle2onnx.onnx"
     onnx.save(model, str(source))
-    summaries = qdq_onnx.write_engine_models(source, tmp_path)
+    summaries = qdq_onnx.write_engine_models(source, tmp_path, weights="int8")
     assert sorted(summaries) == ["openvino", "ort"]
     for engine, summary in summaries.items():
         written = onnx.load(str(tmp_path / f"inference.{engine}.onnx"))
-        assert summary.to_dict()["engine"] == engine
+        assert summary.to_dict()["engine"] == engine and summary.to_dict()["weights"] == "int8"
         np.testing.assert_allclose(run(written, image), run(model, image), atol=OUTPUT_SCALE + 1e-6)
+
+
+def relu6_chain_model() -> Any:
+    """x → Q/DQ → Conv (int32 bias) → Clip(0, 6) → Q/DQ → Conv (int32 bias) → out: a MobileNetV2 block as
+    paddle2onnx writes it, the ReLU6 output scale calibrated on int8 (6/127, twice the uint8 range)."""
+    rng = np.random.default_rng(2)
+    relu6_scale = np.float32(6.0 / 127)
+    nodes, initializers = (
+        [],
+        [
+            numpy_helper.from_array(np.array(INPUT_SCALE, np.float32), "x_scale"),
+            numpy_helper.from_array(np.array(relu6_scale, np.float32), "r_scale"),
+            numpy_helper.from_array(np.array(0, np.int8), "zero"),
+            numpy_helper.from_array(np.array(0.0, np.float32), "clip_low"),
+            numpy_helper.from_array(np.array(6.0, np.float32), "clip_high"),
+        ],
+    )
+    for index, (source, in_scale, channels_in) in enumerate([("x_dq", INPUT_SCALE, 2), ("r_dq", relu6_scale, 4)]):
+        weight = rng.normal(0, 0.5, size=(4, channels_in, 3, 3)).astype(np.float32)
+        weight_scale = (np.abs(weight).reshape(4, -1).max(axis=1) / 127).astype(np.float32)
+        bias_scale = (weight_scale * np.float32(in_scale)).astype(np.float32)
+        bias = np.rint(rng.normal(0, 0.5, size=4) / bias_scale).astype(np.int32)
+        name = f"conv2d_{index}.w_0"
+        initializers += [
+            numpy_helper.from_array(weight, name),
+            numpy_helper.from_array(weight_scale, f"w{index}_scale"),
+            numpy_helper.from_array(np.zeros(4, np.int8), f"w{index}_zero"),
+            numpy_helper.from_array(bias, f"b{index}"),
+            numpy_helper.from_array(bias_scale, f"b{index}_scale"),
+            numpy_helper.from_array(np.zeros(4, np.int32), f"b{index}_zero"),
+        ]
+        nodes += [
+            helper.make_node("QuantizeLinear", [name, f"w{index}_scale", f"w{index}_zero"], [f"w{index}_q"], axis=0),
+            helper.make_node(
+                "DequantizeLinear", [f"w{index}_q", f"w{index}_scale", f"w{index}_zero"], [f"w{index}_dq"], axis=0
+            ),
+            helper.make_node(
+                "DequantizeLinear", [f"b{index}", f"b{index}_scale", f"b{index}_zero"], [f"b{index}_dq"], axis=0
+            ),
+            helper.make_node("Conv", [source, f"w{index}_dq", f"b{index}_dq"], [f"y{index}"], pads=[1, 1, 1, 1]),
+        ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_scale", "zero"], ["x_q"]),
+        helper.make_node("DequantizeLinear", ["x_q", "x_scale", "zero"], ["x_dq"]),
+        *nodes[:4],
+        helper.make_node("Clip", ["y0", "clip_low", "clip_high"], ["r"]),
+        helper.make_node("QuantizeLinear", ["r", "r_scale", "zero"], ["r_q"]),
+        helper.make_node("DequantizeLinear", ["r_q", "r_scale", "zero"], ["r_dq"]),
+        *nodes[4:],
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "relu6_chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
+        [helper.make_tensor_value_info("y1", TensorProto.FLOAT, [1, 4, 6, 6])],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def optimized_op_types(model: Any, tmp_path: Path) -> set[str]:
+    """The op types ONNX Runtime runs after its graph optimizations (QDQ fusion included)."""
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return {node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node}
+
+
+@pytest.fixture(scope="module")
+def relu6_model() -> Any:
+    return relu6_chain_model()
+
+
+@pytest.fixture(scope="module")
+def relu6_image() -> np.ndarray:
+    return np.random.default_rng(3).uniform(-2.0, 2.0, size=(1, 2, 6, 6)).astype(np.float32)
+
+
+def scale_after_clip(model: Any) -> float:
+    clip = next(node for node in model.graph.node if node.op_type == "Clip")
+    quantize = next(
+        node for node in model.graph.node if node.op_type == "QuantizeLinear" and node.input[0] == clip.output[0]
+    )
+    return float(initializer(model, quantize.input[1]))
+
+
+def test_ort_fits_the_relu6_scale_so_the_clip_folds_into_qlinearconv(
+    relu6_model: Any, relu6_image: np.ndarray, tmp_path: Path
+) -> None:
+    encoded, summary = qdq_onnx.encode(relu6_model, "ort", weights="uint8")
+    assert summary.fitted_clip_scales == 1
+    scale = np.float32(scale_after_clip(encoded))
+    assert scale * np.float32(255) <= np.float32(6.0) and scale > np.float32(6.0 / 256)
+    # Without the fit ONNX Runtime keeps the Clip and runs the first conv in float (Conv+Clip = FusedConv).
+    unfitted = optimized_op_types(qdq_onnx.encode(relu6_model, "openvino", weights="int8")[0], tmp_path)
+    assert "QLinearConv" not in unfitted and "FusedConv" in unfitted
+    optimized = optimized_op_types(encoded, tmp_path)
+    assert "QLinearConv" in optimized and not {"Clip", "FusedConv"} & optimized
+    # A finer grid on the same [0, 6] range, biases requantized: close to the original on average.
+    difference = np.abs(run(encoded, relu6_image) - run(relu6_model, relu6_image))
+    assert difference.max() <= 3 * 6.0 / 127 and difference.mean() <= 6.0 / 127
+
+
+def test_uint8_weights_are_the_same_values_run_by_qlinearconv(
+    relu6_model: Any, relu6_image: np.ndarray, tmp_path: Path
+) -> None:
+    signed, _ = qdq_onnx.encode(relu6_model, "ort", weights="int8")
+    unsigned, summary = qdq_onnx.encode(relu6_model, "ort", weights="uint8")
+    # The reference: the int8 encoding computed in float (no QDQ fusion), exactly what the Q/DQ graph means.
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    reference = ort.InferenceSession(signed.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    assert summary.weights == "uint8" and summary.uint8_weights == 2
+    weights = [initializer(unsigned, name) for name in (f"conv2d_{index}.w_0_quantized" for index in range(2))]
+    assert all(values.dtype == np.uint8 for values in weights)
+    zero_points = [
+        initializer(unsigned, node.input[2])
+        for node in unsigned.graph.node
+        if node.op_type == "DequantizeLinear" and node.input[0].endswith("w_0_quantized")
+    ]
+    assert len(zero_points) == 2 and all(np.all(zero_point == 128) for zero_point in zero_points)
+    assert "QLinearConv" in optimized_op_types(unsigned, tmp_path)
+    # The integer kernels agree with the float reading of the graph, up to a rounding tie on the ReLU6 grid
+    # (an int8-weight QLinearConv may not: without VNNI its int16 pair sums saturate on full-range inputs).
+    expected = reference.run(None, {"x": relu6_image})[0]
+    np.testing.assert_allclose(run(unsigned, relu6_image), expected, atol=0.5 * 6.0 / 255 * 4 + 1e-5)
+
+
+def test_int7_weights_on_both_engines(relu6_model: Any, relu6_image: np.ndarray) -> None:
+    import openvino
+
+    reference = run(relu6_model, relu6_image)
+    for engine in qdq_onnx.ENGINES:
+        encoded, summary = qdq_onnx.encode(relu6_model, engine, weights="int7")
+        assert summary.weights == "int7" and summary.reduced_range_weights == 2
+        for index in range(2):
+            values = initializer(encoded, f"conv2d_{index}.w_0_quantized")
+            assert values.dtype == np.int8 and values.min() >= -64 and values.max() <= 63
+        if engine == "openvino":
+            compiled = openvino.Core().compile_model(
+                openvino.Core().read_model(encoded.SerializeToString(), b""), "CPU"
+            )
+            output = compiled({0: relu6_image})[0]
+        else:
+            output = run(encoded, relu6_image)
+        # Half the weight resolution: close to the 8-bit model on average, not equal.
+        assert np.abs(output - reference).mean() <= 6.0 / 127
+
+
+def test_uint8_weights_are_refused_for_openvino(relu6_model: Any) -> None:
+    with pytest.raises(ValueError, match="weights 'uint8' is not an encoding for openvino"):
+        qdq_onnx.encode(relu6_model, "openvino", weights="uint8")
+
+
+def test_cpu_has_vnni_reads_the_cpuinfo_flags(tmp_path: Path) -> None:
+    avx2, vnni = tmp_path / "avx2", tmp_path / "vnni"
+    avx2.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n\n")
+    vnni.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni\n\n")
+    assert not qdq_onnx.cpu_has_vnni(str(avx2)) and qdq_onnx.cpu_has_vnni(str(vnni))
+    assert not qdq_onnx.cpu_has_vnni(str(tmp_path / "absent"))
+    assert [qdq_onnx.default_weight_encoding(engine, vnni=True) for engine in qdq_onnx.ENGINES] == ["int8", "int8"]
+    assert [qdq_onnx.default_weight_encoding(engine, vnni=False) for engine in qdq_onnx.ENGINES] == ["uint8", "int7"]
