@@ -1,21 +1,23 @@
-"""One calibration, each engine's fastest ONNX Q/DQ encoding.
+"""One calibration, each engine's fastest ONNX Q/DQ encoding that cannot saturate on this CPU.
 
 paddle2onnx 1.3.1 turns a PaddleSlim INT8 model into a Q/DQ graph with symmetric int8
 activations (zero point 0), float weights behind a QuantizeLinear, and an extra Q/DQ pair between
-each quantized op and its ReLU. This module rewrites that graph without changing any calibrated
-scale:
+each quantized op and its ReLU. This module rewrites that graph, keeping the calibrated (or
+QAT-trained) activation grids:
 
-- both engines: weights become int8 initializers (the weight QuantizeLinear folded: 4x smaller
-  files); the Q/DQ pair between an op and the ReLU right after it is dropped (Paddle Inference
-  fuses conv+ReLU and requantizes once, and so do the engines); after a ReLU, activations become
-  uint8 with zero point 0 on the same scale. That grid holds every point of the int8 (s, 0) grid
-  and continues to 255*s; ONNX Runtime folds the ReLU into the QuantizeLinear (Conv+ReLU becomes
-  one QLinearConv) and OpenVINO runs its native u8*s8 kernels.
+- both engines: weights become initializers (the weight QuantizeLinear folded: 4x smaller files);
+  the Q/DQ pair between an op and the ReLU/ReLU6 right after it is dropped (Paddle Inference fuses
+  conv+ReLU and requantizes once, and so do the engines); after a ReLU, activations become uint8
+  with zero point 0 on the same scale (every point of the int8 (s, 0) grid, continued to 255*s).
 - `ort`: signed activations (the image, residual sums) become uint8 (s, 128), exactly the int8
-  (s, 0) grid: ONNX Runtime's s8s8 kernels are slow on AVX2. `reduce_range` can keep the weights
-  of convs reading such inputs to 7 bits (VPMADDUBSW pair sums saturate int16 without VNNI); off by
-  default, see docs/quantize.md for the measurement.
+  (s, 0) grid (ONNX Runtime's s8s8 kernels are slow on AVX2). A ReLU6 output's scale is fitted to
+  6/255 so that ONNX Runtime folds the Clip into the QuantizeLinear and forms QLinearConv (a finer
+  grid on the same range; without it the convs before each ReLU6 run in float, 2x slower than FP32).
 - `openvino`: signed activations stay int8 (s, 0).
+- weights (`default_weight_encoding`): int8 on CPUs with VNNI. Without VNNI (AVX2 only) a u8 x s8
+  kernel sums pairs of products in int16 (VPMADDUBSW) and saturates on full-range weights
+  (MobileNetV2: OpenVINO -16.6 pt): ONNX Runtime gets uint8 weights (int8 + 128, zero point 128,
+  the very same values, u8u8 kernels that widen first) and OpenVINO 7-bit weights (requantized).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 ENGINES = ("ort", "openvino")
-ReduceRange = Literal["none", "signed_inputs", "all"]
+ReduceRange = Literal["none", "full_range_inputs", "all"]
 WeightEncoding = Literal["auto", "int8", "int7", "uint8"]
 # x86 flags of an int8 dot product that accumulates in int32 (no int16 pair sums to saturate).
 _VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
@@ -349,12 +351,12 @@ def _uint8_weights(graph: _Graph, node: Any) -> bool:
     return True
 
 
-def _fit_clip_scales(graph: _Graph) -> int:
+def _fit_clip_scales(graph: _Graph) -> set[str]:
     """Clip(0, hi) → Q (uint8, zero point 0) whose range 255·s passes hi: scale → hi/255, so that the
     uint8 range is exactly [0, hi] and ONNX Runtime folds the Clip into the Q (and forms QLinearConv;
     with the Clip left in, the conv before it runs in float). A finer grid on the same range; the
     int32 biases of the layers reading it are requantized to the new input scale."""
-    fitted = 0
+    fitted = set()
     for quantize in _activation_quantizers(graph):
         clip = graph.producer.get(quantize.input[0])
         if clip is None or clip.op_type != "Clip" or not _is_relu_like(graph, clip) or len(clip.input) < 3:
@@ -377,12 +379,15 @@ def _fit_clip_scales(graph: _Graph) -> int:
             for layer in graph.consumers[dequantize.output[0]]:
                 if layer.op_type in _QUANTIZED_LAYER_OPS and layer.input[0] == dequantize.output[0]:
                     _rescale_bias(graph, _layer_inputs(graph, layer)[2], factor, "fit")
-        fitted += 1
+        fitted.add(quantize.output[0])
     graph.reindex()
     return fitted
 
 
-def _apply_reduce_range(graph: _Graph, zero_points: dict[str, int], mode: ReduceRange) -> int:
+def _apply_reduce_range(graph: _Graph, zero_points: dict[str, int], fitted: set[str], mode: ReduceRange) -> int:
+    """7-bit weights on every layer ("all") or on those whose input integers span the full 8-bit range
+    ("full_range_inputs": signed inputs, and ReLU6 outputs fitted to 255 steps). A non-negative input
+    on its int8 scale stays below 128, so its pair sums cannot saturate even with 8-bit weights."""
     if mode == "none":
         return 0
     reduced = 0
@@ -392,8 +397,9 @@ def _apply_reduce_range(graph: _Graph, zero_points: dict[str, int], mode: Reduce
         activation, _, _ = _layer_inputs(graph, node)
         if activation is None:
             continue
-        signed = zero_points.get(activation.input[0], 0) == 128
-        if (mode == "all" or signed) and _reduce_weight_range(graph, node):
+        name = activation.input[0]
+        full_range = zero_points.get(name) != 0 or name in fitted  # signed: uint8 zero point 128 or int8
+        if (mode == "all" or full_range) and _reduce_weight_range(graph, node):
             reduced += 1
     graph.reindex()
     return reduced
@@ -410,7 +416,7 @@ def encode(
 
     `float_layers` (Paddle weight names) run in float: paddle2onnx re-quantizes a layer that
     PaddleSlim skipped whenever its input is quantized, so the FP32 choice is applied here too.
-    `weights`: int8, int7 (every layer's weights requantized to 7 bits), uint8 (ONNX Runtime only:
+    `weights`: int8, int7 (7-bit weights where the layer's input spans the full 8-bit range), uint8 (ONNX Runtime only:
     int8 + 128, zero point 128) or auto (`default_weight_encoding` for this CPU). `reduce_range`
     additionally keeps the named layers' weights to 7 bits.
     """
@@ -430,9 +436,10 @@ def encode(
     summary.int8_weights = _fold_weight_quantizers(graph)
     summary.dropped_pre_relu_qdq = _drop_pre_relu_qdq(graph)
     zero_points = _reencode_activations(graph, summary, signed_as_uint8=engine == "ort")
-    if engine == "ort":
-        summary.fitted_clip_scales = _fit_clip_scales(graph)
-    summary.reduced_range_weights = _apply_reduce_range(graph, zero_points, "all" if chosen == "int7" else reduce_range)
+    fitted = _fit_clip_scales(graph) if engine == "ort" else set()
+    summary.fitted_clip_scales = len(fitted)
+    mode = "full_range_inputs" if chosen == "int7" and reduce_range == "none" else reduce_range
+    summary.reduced_range_weights = _apply_reduce_range(graph, zero_points, fitted, mode)
     if chosen == "uint8":
         layers = [node for node in graph.graph.node if node.op_type in _QUANTIZED_LAYER_OPS]
         summary.uint8_weights = sum(_uint8_weights(graph, node) for node in layers)
