@@ -60,9 +60,9 @@ def load_average() -> list[float] | None:
         return None
 
 
-def cpu_info() -> tuple[str, set[str]]:
+def cpu_info(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, set[str]]:
     """The CPU model name and its ISA flags, from /proc/cpuinfo (no flags elsewhere)."""
-    path = Path("/proc/cpuinfo")
+    path = Path(cpuinfo)
     if not path.is_file():
         return platform.processor() or platform.machine(), set()
     model, flags = "", set[str]()
@@ -75,10 +75,10 @@ def cpu_info() -> tuple[str, set[str]]:
     return model or platform.processor(), flags
 
 
-def vnni_flags() -> list[str]:
+def vnni_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
     """This CPU's int8 dot-product extensions. Without one (AVX2 only) u8 x s8 kernels sum pairs of
     products in int16 (VPMADDUBSW), which saturates with full-range int8 weights."""
-    return sorted(cpu_info()[1] & VNNI_FLAGS)
+    return sorted(cpu_info(cpuinfo)[1] & VNNI_FLAGS)
 
 
 def describe_environment(threads: int, load_average_before: list[float] | None = None) -> dict[str, Any]:

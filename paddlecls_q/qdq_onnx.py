@@ -1,25 +1,29 @@
-"""One calibration, each engine's fastest ONNX Q/DQ encoding.
+"""One calibration, each engine's fastest ONNX Q/DQ encoding that cannot saturate on this CPU.
 
 paddle2onnx 1.3.1 turns a PaddleSlim INT8 model into a Q/DQ graph with symmetric int8
 activations (zero point 0), float weights behind a QuantizeLinear, and an extra Q/DQ pair between
-each quantized op and its ReLU. This module rewrites that graph without changing any calibrated
-scale:
+each quantized op and its ReLU. This module rewrites that graph, keeping the calibrated (or
+QAT-trained) activation grids:
 
-- both engines: weights become int8 initializers (the weight QuantizeLinear folded: 4x smaller
-  files); the Q/DQ pair between an op and the ReLU right after it is dropped (Paddle Inference
-  fuses conv+ReLU and requantizes once, and so do the engines); after a ReLU, activations become
-  uint8 with zero point 0 on the same scale. That grid holds every point of the int8 (s, 0) grid
-  and continues to 255*s; ONNX Runtime folds the ReLU into the QuantizeLinear (Conv+ReLU becomes
-  one QLinearConv) and OpenVINO runs its native u8*s8 kernels.
+- both engines: weights become initializers (the weight QuantizeLinear folded: 4x smaller files);
+  the Q/DQ pair between an op and the ReLU/ReLU6 right after it is dropped (Paddle Inference fuses
+  conv+ReLU and requantizes once, and so do the engines); after a ReLU, activations become uint8
+  with zero point 0 on the same scale (every point of the int8 (s, 0) grid, continued to 255*s).
 - `ort`: signed activations (the image, residual sums) become uint8 (s, 128), exactly the int8
-  (s, 0) grid: ONNX Runtime's s8s8 kernels are slow on AVX2. `reduce_range` can keep the weights
-  of convs reading such inputs to 7 bits (VPMADDUBSW pair sums saturate int16 without VNNI); off by
-  default, see docs/quantize.md for the measurement.
+  (s, 0) grid (ONNX Runtime's s8s8 kernels are slow on AVX2). A ReLU6 output's scale is fitted to
+  6/255 (Clip(0, hi): hi/255) so that ONNX Runtime folds the Clip into the QuantizeLinear and forms QLinearConv (a finer
+  grid on the same range; without it the convs before each ReLU6 run in float, 2x slower than FP32).
 - `openvino`: signed activations stay int8 (s, 0).
+- weights (`default_weight_encoding`): int8 on CPUs with VNNI. Without VNNI (AVX2 only) a u8 x s8
+  kernel sums pairs of products in int16 (VPMADDUBSW) and saturates on full-range weights
+  (MobileNetV2: OpenVINO -16.6 pt): ONNX Runtime gets uint8 weights (int8 + 128, zero point 128,
+  the very same values, u8u8 kernels that widen first; 0.86x of FP32 speed instead of 1.0x, for
+  0.6 pt) and OpenVINO 7-bit weights (requantized) on the convs whose input is signed.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +31,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from paddlecls_q.environment import vnni_flags
+
 ENGINES = ("ort", "openvino")
-ReduceRange = Literal["none", "signed_inputs", "all"]
+ReduceRange = Literal["none", "full_range_inputs", "all"]
+WeightEncoding = Literal["auto", "int8", "int7", "uint8"]
+# x86 flags of an int8 dot product that accumulates in int32 (no int16 pair sums to saturate).
 # Ops whose output is non-negative whenever their (first) input is.
 _SIGN_PRESERVING_OPS = {"MaxPool", "AveragePool", "GlobalAveragePool", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 _QUANTIZED_LAYER_OPS = {"Conv", "MatMul", "Gemm", "ConvTranspose"}
@@ -39,15 +47,34 @@ class EncodingSummary:
     """What an encoding did, for the quantize report."""
 
     engine: str
+    weights: str = "int8"
+    cpu_vnni: bool = False
     activation_encodings: dict[str, int] = field(default_factory=dict)
     int8_weights: int = 0
     reduced_range_weights: int = 0
+    uint8_weights: int = 0
+    fitted_clip_scales: int = 0
     dropped_pre_relu_qdq: int = 0
     float_layers: list[str] = field(default_factory=list)
     nodes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@functools.cache
+def cpu_has_vnni() -> bool:
+    """Whether this CPU multiplies int8 with VNNI/AMX (environment.vnni_flags, read once)."""
+    return bool(vnni_flags())
+
+
+def default_weight_encoding(engine: str, vnni: bool | None = None) -> str:
+    """int8 weights where the CPU has VNNI; without it the encoding that cannot saturate: uint8
+    (zero point 128, the very same values) for ONNX Runtime, 7-bit int8 for OpenVINO (whose
+    kernels want signed weights; NNCF's overflow fix does the same). Measured in docs/accuracy.md."""
+    if cpu_has_vnni() if vnni is None else vnni:
+        return "int8"
+    return "uint8" if engine == "ort" else "int7"
 
 
 class _Graph:
@@ -268,6 +295,19 @@ def _layer_inputs(graph: _Graph, node: Any) -> tuple[Any | None, Any | None, Any
     return activation, weight, bias
 
 
+def _rescale_bias(graph: _Graph, bias: Any | None, factor: float, tag: str) -> None:
+    """An int32 bias's scale is input scale x weight scale: when either changes by `factor`, keep the
+    bias's real value on the new grid."""
+    if bias is None or bias.input[0] not in graph.initializers or graph.array(bias.input[0]).dtype != np.int32:
+        return
+    bias_scale = graph.array(bias.input[1]).astype(np.float64)
+    real_bias = graph.array(bias.input[0]).astype(np.float64) * bias_scale
+    new_bias_scale = (bias_scale * factor).astype(np.float32)
+    requantized = np.rint(real_bias / new_bias_scale.astype(np.float64)).astype(np.int32)
+    bias.input[0] = graph.set_initializer(graph.unique(f"{bias.input[0]}_{tag}"), requantized)
+    bias.input[1] = graph.set_initializer(graph.unique(f"{bias.input[1]}_{tag}"), new_bias_scale)
+
+
 def _reduce_weight_range(graph: _Graph, node: Any) -> bool:
     """Requantize one layer's int8 weights to 7 bits (scale x 127/63) and its int32 bias to match."""
     _, weight, bias = _layer_inputs(graph, node)
@@ -286,17 +326,64 @@ def _reduce_weight_range(graph: _Graph, node: Any) -> bool:
     graph.set_initializer(weight.input[0], reduced)
     scale_name = graph.set_initializer(graph.unique(f"{weight.input[0]}_scale_7bit"), new_scale)
     weight.input[1] = scale_name
-    if bias is not None and bias.input[0] in graph.initializers and graph.array(bias.input[0]).dtype == np.int32:
-        # The bias scale is input scale x weight scale; keep its real value on the new grid.
-        bias_scale = graph.array(bias.input[1]).astype(np.float64)
-        real_bias = graph.array(bias.input[0]).astype(np.float64) * bias_scale
-        new_bias_scale = (bias_scale * 127.0 / 63.0).astype(np.float32)
-        graph.set_initializer(bias.input[0], np.rint(real_bias / new_bias_scale).astype(np.int32))
-        bias.input[1] = graph.set_initializer(graph.unique(f"{bias.input[0]}_scale_7bit"), new_bias_scale)
+    _rescale_bias(graph, bias, 127.0 / 63.0, "7bit")
     return True
 
 
-def _apply_reduce_range(graph: _Graph, zero_points: dict[str, int], mode: ReduceRange) -> int:
+def _uint8_weights(graph: _Graph, node: Any) -> bool:
+    """int8 weights w → uint8 w + 128 with zero point 128: the very same values, run by ONNX Runtime's
+    u8u8 kernels, which widen to int16 before multiplying and so cannot saturate without VNNI."""
+    _, weight, _ = _layer_inputs(graph, node)
+    if weight is None or len(weight.input) < 3 or weight.input[2] not in graph.initializers:
+        return False
+    values, zero_point = graph.array(weight.input[0]), graph.array(weight.input[2])
+    if values.dtype != np.int8 or np.any(zero_point != 0):
+        return False
+    shifted = (values.astype(np.int16) + 128).astype(np.uint8)
+    graph.set_initializer(weight.input[0], shifted)
+    weight.input[2] = graph.set_initializer(
+        graph.unique(f"{weight.input[0]}_zero_point_u8"), np.full(zero_point.shape, 128, dtype=np.uint8)
+    )
+    return True
+
+
+def _fit_clip_scales(graph: _Graph) -> set[str]:
+    """Clip(0, hi) → Q (uint8, zero point 0) whose range 255·s passes hi: scale → hi/255, so that the
+    uint8 range is exactly [0, hi] and ONNX Runtime folds the Clip into the Q (and forms QLinearConv;
+    with the Clip left in, the conv before it runs in float). A finer grid on the same range; the
+    int32 biases of the layers reading it are requantized to the new input scale."""
+    fitted = set()
+    for quantize in _activation_quantizers(graph):
+        clip = graph.producer.get(quantize.input[0])
+        if clip is None or clip.op_type != "Clip" or not _is_relu_like(graph, clip) or len(clip.input) < 3:
+            continue
+        if clip.input[2] not in graph.initializers or graph.array(quantize.input[2]).dtype != np.uint8:
+            continue
+        if np.any(graph.array(quantize.input[2]) != 0):
+            continue
+        high, scale = float(graph.array(clip.input[2])), graph.array(quantize.input[1])
+        if scale.size != 1 or float(scale) * 255 <= high:
+            continue
+        new = np.float32(high / 255)
+        while np.float32(new * np.float32(255)) > np.float32(high):  # ORT compares in float32
+            new = np.nextafter(new, np.float32(0))
+        factor = float(new) / float(scale)
+        name = graph.set_initializer(graph.unique(f"{quantize.output[0]}_scale_fit"), np.array(new, np.float32))
+        quantize.input[1] = name
+        for dequantize in graph.consumers[quantize.output[0]]:
+            dequantize.input[1] = name
+            for layer in graph.consumers[dequantize.output[0]]:
+                if layer.op_type in _QUANTIZED_LAYER_OPS and layer.input[0] == dequantize.output[0]:
+                    _rescale_bias(graph, _layer_inputs(graph, layer)[2], factor, "fit")
+        fitted.add(quantize.output[0])
+    graph.reindex()
+    return fitted
+
+
+def _apply_reduce_range(graph: _Graph, zero_points: dict[str, int], fitted: set[str], mode: ReduceRange) -> int:
+    """7-bit weights on every layer ("all") or on those whose input integers span the full 8-bit range
+    ("full_range_inputs": signed inputs, and ReLU6 outputs fitted to 255 steps). A non-negative input
+    on its int8 scale stays below 128, so its pair sums cannot saturate even with 8-bit weights."""
     if mode == "none":
         return 0
     reduced = 0
@@ -306,36 +393,53 @@ def _apply_reduce_range(graph: _Graph, zero_points: dict[str, int], mode: Reduce
         activation, _, _ = _layer_inputs(graph, node)
         if activation is None:
             continue
-        signed = zero_points.get(activation.input[0], 0) == 128
-        if (mode == "all" or signed) and _reduce_weight_range(graph, node):
+        name = activation.input[0]
+        full_range = zero_points.get(name) != 0 or name in fitted  # signed: uint8 zero point 128 or int8
+        if (mode == "all" or full_range) and _reduce_weight_range(graph, node):
             reduced += 1
     graph.reindex()
     return reduced
 
 
 def encode(
-    model: Any, engine: str, reduce_range: ReduceRange = "none", float_layers: frozenset[str] = frozenset()
+    model: Any,
+    engine: str,
+    reduce_range: ReduceRange = "none",
+    float_layers: frozenset[str] = frozenset(),
+    weights: WeightEncoding = "auto",
 ) -> tuple[Any, EncodingSummary]:
     """A copy of the paddle2onnx Q/DQ `model` in `engine`'s encoding ('ort' or 'openvino').
 
     `float_layers` (Paddle weight names) run in float: paddle2onnx re-quantizes a layer that
     PaddleSlim skipped whenever its input is quantized, so the FP32 choice is applied here too.
+    `weights`: int8, int7 (7-bit weights where the layer's input spans the full 8-bit range), uint8 (ONNX Runtime only:
+    int8 + 128, zero point 128) or auto (`default_weight_encoding` for this CPU). `reduce_range`
+    additionally keeps the named layers' weights to 7 bits.
     """
     import onnx
 
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; encodings exist for {', '.join(ENGINES)}")
+    chosen = default_weight_encoding(engine) if weights == "auto" else weights
+    if chosen not in ("int8", "int7", "uint8") or (chosen == "uint8" and engine != "ort"):
+        raise ValueError(f"weights {weights!r} is not an encoding for {engine}")
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     graph = _Graph(copy)
-    summary = EncodingSummary(engine=engine)
+    summary = EncodingSummary(engine=engine, weights=chosen, cpu_vnni=cpu_has_vnni())
     _constants_to_initializers(graph)
     summary.float_layers = _keep_float(graph, set(float_layers))
     summary.int8_weights = _fold_weight_quantizers(graph)
     summary.dropped_pre_relu_qdq = _drop_pre_relu_qdq(graph)
     zero_points = _reencode_activations(graph, summary, signed_as_uint8=engine == "ort")
-    if engine == "ort":
-        summary.reduced_range_weights = _apply_reduce_range(graph, zero_points, reduce_range)
+    fitted = _fit_clip_scales(graph) if engine == "ort" else set()
+    summary.fitted_clip_scales = len(fitted)
+    mode = "full_range_inputs" if chosen == "int7" and reduce_range == "none" else reduce_range
+    summary.reduced_range_weights = _apply_reduce_range(graph, zero_points, fitted, mode)
+    if chosen == "uint8":
+        layers = [node for node in graph.graph.node if node.op_type in _QUANTIZED_LAYER_OPS]
+        summary.uint8_weights = sum(_uint8_weights(graph, node) for node in layers)
+        graph.reindex()
     graph.drop_unused_initializers()
     summary.nodes = len(graph.graph.node)
     onnx.checker.check_model(copy)
@@ -437,6 +541,7 @@ def write_engine_models(
     engines: tuple[str, ...] = ENGINES,
     reduce_range: ReduceRange = "none",
     float_layers: frozenset[str] = frozenset(),
+    weights: WeightEncoding = "auto",
 ) -> dict[str, EncodingSummary]:
     """Write `inference.<engine>.onnx` for each engine into `folder` (the runtime layer picks them up)."""
     import onnx
@@ -444,6 +549,6 @@ def write_engine_models(
     source = onnx.load(str(paddle2onnx_file))
     summaries = {}
     for engine in engines:
-        encoded, summaries[engine] = encode(source, engine, reduce_range, float_layers)
+        encoded, summaries[engine] = encode(source, engine, reduce_range, float_layers, weights)
         onnx.save(encoded, str(Path(folder) / f"inference.{engine}.onnx"))
     return summaries
