@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from paddlecls_q import registry
-from paddlecls_q.config import RuntimeOptions, load_inference_cls_yaml, parse_device, validate
+from paddlecls_q.config import RuntimeOptions, parse_device, validate
 from paddlecls_q.errors import BackendUnavailableError, ConfigError, ModelFormatError
 from paddlecls_q.runtime.paddle_trt_backend import legacy_program_input, paddle_trt_cache_dir, paddle_trt_precision
 from paddlecls_q.runtime.trt_backend import (
@@ -23,7 +23,7 @@ from paddlecls_q.runtime.trt_backend import (
     build_plan,
     engine_cache_path,
     file_identity,
-    image_size_from_ops,
+    yaml_image_size,
     onnx_has_fp16,
     optimization_profile,
     parse_trt_version,
@@ -85,8 +85,8 @@ def test_profile_errors_name_what_is_missing() -> None:
 
 
 def test_image_size_comes_from_the_models_inference_cls_yaml() -> None:
-    config = load_inference_cls_yaml(registry.DEMO_MODEL_DIR / "inference_cls.yaml")
-    assert image_size_from_ops(config.transform_ops) == (32, 32)
+    assert yaml_image_size(registry.DEMO_MODEL_DIR / "inference_cls.yaml") == (32, 32)
+    assert yaml_image_size(registry.DEMO_MODEL_DIR / "no_such.yaml") is None
 
 
 def test_demo_models_declared_input_feeds_the_profile() -> None:

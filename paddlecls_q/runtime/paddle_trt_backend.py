@@ -18,7 +18,7 @@ from paddlecls_q.errors import BackendUnavailableError, ModelFormatError
 from paddlecls_q.registry import cache_home
 from paddlecls_q.runtime.base import BareCall, ReportedThreads, Runtime
 from paddlecls_q.runtime.paddle_backend import PaddleRuntime
-from paddlecls_q.runtime.trt_backend import HostBuffer, Shape, image_size_from_ops, optimization_profile
+from paddlecls_q.runtime.trt_backend import HostBuffer, Shape, optimization_profile, yaml_image_size
 
 WORKSPACE_BYTES = 1 << 30
 # Paddle-TRT's PrecisionType member for each precision this backend can honestly deliver.
@@ -86,13 +86,7 @@ class PaddleTrtRuntime(PaddleRuntime):
             )
         self.precision = paddle_trt_precision(self.files.is_quantized, self.options.fp16)
         name, shape = legacy_program_input(self.files.program)
-        yaml_path = self.files.inference_cls_yaml
-        image_size = None
-        if yaml_path.is_file():
-            from paddlecls_q.config import load_inference_cls_yaml
-
-            image_size = image_size_from_ops(load_inference_cls_yaml(yaml_path).transform_ops)
-        self.profile = optimization_profile(shape, self.options.batch_size, image_size)
+        self.profile = optimization_profile(shape, self.options.batch_size, yaml_image_size(self.files.inference_cls_yaml))
         self.trt_version = ".".join(str(part) for part in inference.get_trt_runtime_version())
         self.gpu_name = paddle.device.cuda.get_device_name(gpu_id)
         cache = paddle_trt_cache_dir(

@@ -83,13 +83,14 @@ def build_plan(version: str, quantized: bool, fp16: bool, model_has_fp16: bool =
     return BuildPlan(network, builder, precision)
 
 
-def image_size_from_ops(ops: tuple[Any, ...]) -> tuple[int, int] | None:
-    """(H, W) the preprocessing produces: the last CropImage size, else a fixed ResizeImage size."""
-    for op in reversed(ops):
-        size = getattr(op, "size", None)
-        if type(op).__name__ in ("CropImageOp", "ResizeImageOp") and size is not None:
-            return (size, size) if isinstance(size, int) else (int(size[1]), int(size[0]))  # PaddleClas sizes are (w, h)
-    return None
+def yaml_image_size(yaml_path: Path) -> tuple[int, int] | None:
+    """(H, W) the model folder's inference_cls.yaml fixes (InferenceClsConfig.output_size), or None."""
+    from paddlecls_q.config import load_inference_cls_yaml
+
+    if not yaml_path.is_file():
+        return None
+    sized = load_inference_cls_yaml(yaml_path).output_size()
+    return sized[1] if sized else None
 
 
 def optimization_profile(
@@ -313,10 +314,7 @@ class TensorRtRuntime(Runtime):
         return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in dims)
 
     def _image_size(self) -> tuple[int, int] | None:
-        from paddlecls_q.config import load_inference_cls_yaml
-
-        yaml_path = self.files.inference_cls_yaml
-        return image_size_from_ops(load_inference_cls_yaml(yaml_path).transform_ops) if yaml_path.is_file() else None
+        return yaml_image_size(self.files.inference_cls_yaml)
 
     def _build_engine(self) -> None:
         trt = self.trt
