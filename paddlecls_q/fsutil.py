@@ -43,15 +43,20 @@ def checked_path(value: str | os.PathLike[str], what: str) -> Path:
 def writable_folder(path: Path, what: str) -> Path:
     """`path`, if it is or can become a folder this process writes into; a ConfigError naming `what` if not.
 
-    Nothing is created: the nearest part of `path` that exists must be a folder and writable.
+    Nothing is left behind: the nearest part of `path` that exists must be a folder in which a probe folder
+    can be made (and is removed at once) — permission bits alone pass root on /proc or a read-only mount.
     """
     existing = Path(path)
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
         raise ConfigError(f"{what} {path}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what} {path}: {existing} is not writable")
+    probe = existing / f".paddlecls-q-probe-{uuid.uuid4().hex}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError:
+        raise ConfigError(f"{what} {path}: {existing} is not writable") from None
     return Path(path)
 
 

@@ -207,6 +207,13 @@ def test_a_read_only_home_is_one_line(server, tmp_path: Path, monkeypatch: pytes
     assert_one_line_error(result, 2, f"$PADDLECLS_Q_HOME {readonly / 'home'}: {readonly} is not writable")
 
 
+def test_a_home_under_proc_is_one_line_before_any_download(server, monkeypatch: pytest.MonkeyPatch):
+    # root passes os.access on /proc, yet nothing can be made there: the probe folder says so up front.
+    monkeypatch.setenv("PADDLECLS_Q_HOME", "/proc/paddlecls-q-home")
+    assert_one_line_error(cli_download(server), 2, "$PADDLECLS_Q_HOME /proc/paddlecls-q-home: /proc is not writable")
+    assert server.requests == []
+
+
 @pytest.mark.parametrize(
     ("crop", "message"),
     [
