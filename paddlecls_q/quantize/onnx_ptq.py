@@ -31,6 +31,7 @@ CALIBRATION_BATCH = 8
 # onnxruntime's pre-processing renames a Conv's weight when it folds a BatchNorm into it.
 _FUSED_PREFIX = "ConvBnFusion_W_"
 WeightRange = Literal["auto", "full", "reduced"]
+WeightRounding = Literal["gptq", "nearest"]
 
 
 @dataclass
@@ -43,6 +44,7 @@ class OnnxPtqSummary:
     activations: str = "uint8 asymmetric per-tensor"
     weights: str = ""
     weight_range_reason: str = ""
+    weight_rounding: str = "nearest"
     quantized_layers: int = 0
     float_layers: list[str] = field(default_factory=list)
     pre_processed: bool = True
@@ -101,10 +103,13 @@ def quantize_onnx(
     progress: Progress,
     work: Path,
     tensorrt: bool = False,
+    weight_rounding: WeightRounding = "nearest",
 ) -> OnnxPtqSummary:
     """Write `target`: `fp32_onnx` quantized by onnxruntime.quantization.quantize_static on `images`.
 
     `tensorrt`: symmetric int8 activations (zero point 0), the only kind TensorRT takes.
+    `weight_rounding`: "gptq" re-rounds the int8 weights on the same grid from the calibration images'
+    activations (`weight_rounding.round_weights`); "nearest" keeps ONNX Runtime's rounding.
     """
     import onnx
     import onnxruntime
@@ -181,5 +186,15 @@ def quantize_onnx(
             f"{fp32_onnx}: ONNX Runtime could not quantize it: {type(error).__name__}: {shorten(error)}"
         ) from None
     progress.done(task)
-    summary.quantized_layers = len(qdq_onnx.quantized_layers(onnx.load(str(target))))
+    quantized = onnx.load(str(target))
+    if weight_rounding == "gptq":
+        from paddlecls_q.quantize.weight_rounding import round_weights
+
+        def calibration_batches() -> Iterator[np.ndarray]:
+            return (images.batch(indices) for indices in batches)
+
+        rounded = round_weights(quantized, model, calibration_batches, len(batches), progress)
+        summary.weight_rounding = f"gptq on {count} images, biases re-fitted ({rounded} layers)"
+        onnx.save(quantized, str(target))
+    summary.quantized_layers = len(qdq_onnx.quantized_layers(quantized))
     return summary
