@@ -9,6 +9,10 @@ ONNX Runtime can quantize (leaving the residual adds in float, as PaddleSlim doe
 CPUs without VNNI multiply u8 x s8 with VPMADDUBSW, whose int16 pair sums saturate with full-range
 weights (-8.7 points here); `reduce_range` keeps weights in 7 bits for them, except in depthwise
 convs, which accumulate in int32 and need every bit.
+
+`PTQ.weight_rounding: gptq` (the default) then re-rounds the int8 weights on the same grid with GPTQ
+(`weight_rounding.py`): on MobileNetV2 it cut the mean KL(FP32 || INT8) over the 900 val images by 12 % on
+ONNX Runtime and 11 % on OpenVINO, and the images whose class changed from 74 / 76 to 65 / 54.
 """
 
 from __future__ import annotations
