@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from paddlecls_q.quantize.onnx_ptq import quantize_onnx
 from paddlecls_q.quantize.progress import Progress
-from paddlecls_q.quantize.weight_rounding import gptq_round
+from paddlecls_q.quantize.weight_rounding import Layer, gptq_round, im2col
 
 pytest_plugins = ["quantize_support"]
 
@@ -119,6 +119,40 @@ def test_gptq_round_lowers_the_output_error_of_one_layer() -> None:
     assert error(integers) < 0.7 * error(nearest)
 
 
+@pytest.mark.parametrize(
+    ("groups", "kernel", "stride", "pad", "dilation", "max_rows"),
+    [(1, 3, 2, 1, 1, 10**9), (4, 3, 1, 1, 1, 20), (2, 3, 2, 0, 2, 10**9), (1, 1, 1, 0, 1, 20)],
+)
+def test_im2col_times_the_weight_is_onnx_runtimes_conv(
+    groups: int, kernel: int, stride: int, pad: int, dilation: int, max_rows: int
+) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 4, 11, 11)).astype(np.float32)
+    weight = rng.normal(size=(8, 4 // groups, kernel, kernel)).astype(np.float32)
+    node = helper.make_node(
+        "Conv", ["x", "w"], ["y"], group=groups, strides=[stride] * 2, pads=[pad] * 4, dilations=[dilation] * 2
+    )
+    graph = helper.make_graph(
+        [node], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(weight, "w")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    expected = onnxruntime.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    layer = Layer(
+        "conv", "Conv", "x", "w", weight.reshape(groups, 8 // groups, -1), np.ones((groups, 8 // groups)), 127,
+        groups, (kernel, kernel), (stride, stride), (pad,) * 4, (dilation, dilation),
+    )  # fmt: skip
+    columns = im2col(x, layer, max_rows)  # (groups, columns, positions); every k-th output row when capped
+    every = -(-2 * expected.shape[2] * expected.shape[3] // max_rows)
+    kept = (
+        expected[:, :, ::every]
+        .reshape(2, groups, 8 // groups, -1)
+        .transpose(1, 2, 0, 3)
+        .reshape(groups, 8 // groups, -1)
+    )
+    assert np.abs(np.matmul(layer.fp32, columns) - kept).max() < 1e-4
+
+
 def test_gptq_weights_stay_on_the_files_grid(quantized: dict[str, Any]) -> None:
     nearest, gptq = weights(quantized["nearest"]), weights(quantized["gptq"])
     assert nearest.keys() == gptq.keys()
@@ -133,7 +167,7 @@ def test_gptq_weights_stay_on_the_files_grid(quantized: dict[str, Any]) -> None:
             moved += int(np.sum(values != gptq[name]))
     assert moved > 0
     assert quantized["nearest_summary"].weight_rounding == "nearest"
-    assert quantized["gptq_summary"].weight_rounding.startswith("gptq on 64 images")
+    assert quantized["gptq_summary"].weight_rounding == "gptq on 64 images, biases re-fitted (4 layers)"
 
 
 def test_gptq_lowers_every_layers_output_error_on_the_calibration_images(quantized: dict[str, Any]) -> None:

@@ -48,7 +48,8 @@ class Layer:
 def _attributes(node: Any) -> dict[str, Any]:
     import onnx
 
-    return {attribute.name: onnx.helper.get_attribute_value(attribute) for attribute in node.attribute}
+    values = {attribute.name: onnx.helper.get_attribute_value(attribute) for attribute in node.attribute}
+    return {name: value.decode() if isinstance(value, bytes) else value for name, value in values.items()}
 
 
 def find_layers(qdq_model: Any, fp32_model: Any, qmax_by_weight: dict[str, int]) -> list[Layer]:
@@ -82,8 +83,8 @@ def find_layers(qdq_model: Any, fp32_model: Any, qmax_by_weight: dict[str, int])
         weight = numpy_helper.to_array(fp32_initializers[original.input[1]]).astype(np.float64)
         attributes = _attributes(node)
         if node.op_type == "Conv":
-            if weight.ndim != 4:
-                continue
+            if weight.ndim != 4 or attributes.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+                continue  # 2-D convs with explicit pads (paddle2onnx writes them); SAME padding keeps nearest rounding
             groups = int(attributes.get("group", 1))
             outputs = weight.shape[0]
             fp32 = weight.reshape(groups, outputs // groups, -1)
@@ -96,7 +97,7 @@ def find_layers(qdq_model: Any, fp32_model: Any, qmax_by_weight: dict[str, int])
                 tuple(attributes.get("dilations", (1, 1))),
             )  # fmt: skip
         else:
-            if weight.ndim != 2 or attributes.get("transA", 0) or attributes.get("auto_pad", "NOTSET") != "NOTSET":
+            if weight.ndim != 2 or attributes.get("transA", 0):
                 continue
             transposed = not attributes.get("transB", 0)
             rows = weight.T if transposed else weight
