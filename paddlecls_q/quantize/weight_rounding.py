@@ -91,10 +91,10 @@ def find_layers(qdq_model: Any, fp32_model: Any, qmax_by_weight: dict[str, int])
             layer = Layer(
                 node.name, "Conv", original.input[0], dequantize.input[0], fp32,
                 scale.reshape(groups, outputs // groups), qmax_by_weight[original.input[1]], groups,
-                tuple(weight.shape[2:]),
-                tuple(attributes.get("strides", (1, 1))),
-                tuple(attributes.get("pads", (0, 0, 0, 0))),
-                tuple(attributes.get("dilations", (1, 1))),
+                (weight.shape[2], weight.shape[3]),
+                _pair(attributes.get("strides", (1, 1))),
+                _pads(attributes.get("pads", (0, 0, 0, 0))),
+                _pair(attributes.get("dilations", (1, 1))),
             )  # fmt: skip
         else:
             if weight.ndim != 2 or attributes.get("transA", 0):
@@ -120,6 +120,16 @@ def find_layers(qdq_model: Any, fp32_model: Any, qmax_by_weight: dict[str, int])
                 )
         layers.append(layer)
     return layers
+
+
+def _pair(values: Any) -> tuple[int, int]:
+    first, second = (int(value) for value in values)
+    return first, second
+
+
+def _pads(values: Any) -> tuple[int, int, int, int]:
+    top, left, bottom, right = (int(value) for value in values)
+    return top, left, bottom, right
 
 
 def _grid(dequantize: Any, initializers: dict[str, Any]) -> tuple[float, int, int, int] | None:
