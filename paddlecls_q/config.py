@@ -443,8 +443,8 @@ class PtqSection(StrictModel):
     # from the quantizing machine's CPU flags (recorded in quantize_report.json).
     weight_range: Literal["auto", "full", "reduced"] = "auto"
     # How the ONNX Runtime / OpenVINO file's int8 weights are rounded onto their grid: "gptq" from the calibration
-    # images' activations (weight_rounding.py; fewer images changed and lower KL vs FP32 on real MobileNetV2,
-    # docs/accuracy.md), "nearest" as ONNX Runtime's quantizer rounds.
+    # images' activations (weight_rounding.py; fewer images changed and lower KL vs FP32 on real MobileNetV2, but
+    # a lower top-1 there: docs/accuracy.md), "nearest" as ONNX Runtime's quantizer rounds.
     weight_rounding: Literal["gptq", "nearest"] = "gptq"
     quantize_op_types: tuple[QuantizableOp, ...] = (
         "conv2d",
