@@ -10,10 +10,10 @@ CPUs without VNNI multiply u8 x s8 with VPMADDUBSW, whose int16 pair sums satura
 weights (-8.7 points here); `reduce_range` keeps weights in 7 bits for them, except in depthwise
 convs, which accumulate in int32 and need every bit.
 
-`PTQ.weight_rounding: gptq` (the default) then re-rounds the int8 weights on the same grid with GPTQ
-(`weight_rounding.py`): on MobileNetV2 it cut the mean KL(FP32 || INT8) over the 900 val images by 12 % on
-ONNX Runtime and 11 % on OpenVINO, and the images whose class changed from 74 / 76 to 65 / 54 (top-1 itself
-fell, -2.00 / -1.56 vs -0.56 / +0.11: fewer lucky flips of images FP32 gets wrong; docs/accuracy.md).
+`PTQ.weight_rounding: gptq` then re-rounds the int8 weights on the same grid with GPTQ (`weight_rounding.py`).
+On MobileNetV2 it lowered the mean KL(FP32 || INT8) over the 900 val images by 10-12 % on both engines for
+three calibration sets, but top-1 fell on ONNX Runtime each time (-1.00 to -2.00 vs -0.44 to -0.67), so
+nearest rounding stays the default (docs/accuracy.md).
 """
 
 from __future__ import annotations
