@@ -70,8 +70,9 @@ def assemble_onnx_folder(
     layers = frozenset(keep)
     ptq = plan.config.PTQ
     summary = quantize_onnx(
-        plan.files.program, folder / "inference.onnx", images, layers, ptq.weight_range, progress, work
-    )
+        plan.files.program, folder / "inference.onnx", images, layers, ptq.weight_range, progress, work,
+        weight_rounding=ptq.weight_rounding,
+    )  # fmt: skip
     for engine in ("ort", "openvino"):
         shutil.copyfile(folder / "inference.onnx", folder / f"inference.{engine}.onnx")
     tensorrt = quantize_onnx(
@@ -117,6 +118,7 @@ def assemble_folder(
             plan.config.PTQ.weight_range,
             progress,
             quantized / "onnx_ptq",
+            weight_rounding=plan.config.PTQ.weight_rounding,
         )
         # OpenVINO runs the same file (measured: as accurate as NNCF's and 1.5x its FP32 here).
         shutil.copyfile(folder / "inference.ort.onnx", folder / "inference.openvino.onnx")
