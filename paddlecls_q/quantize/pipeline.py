@@ -147,7 +147,11 @@ def quantize(
             "int8_params": (folder / ("inference.onnx" if plan.files.format == "onnx" else "inference.pdiparams"))
             .stat()
             .st_size,
-            **{f"{engine}_onnx": (folder / f"inference.{engine}.onnx").stat().st_size for engine in report.encodings},
+            **{
+                f"{engine}_onnx": (folder / f"inference.{engine}.onnx").stat().st_size
+                for engine in report.encodings
+                if engine != "paddle"  # the Paddle program: int8_params
+            },
         }
         passed = report.accuracy is None or report.accuracy["within_budget"]
         target = plan.output_dir if passed else plan.output_dir.with_name(plan.output_dir.name + ".rejected")
