@@ -440,7 +440,8 @@ class PtqSection(StrictModel):
     # program, "paddleslim", lost 3.3 / 16.6: docs/accuracy.md). QAT always re-encodes its trained program.
     onnx_quantizer: Literal["onnxruntime", "paddleslim"] = "onnxruntime"
     # Weights in 7 bits ("reduced", depthwise convs excepted) for CPUs without VNNI, whose u8 x s8 kernels saturate; "auto" decides
-    # from the quantizing machine's CPU flags (recorded in quantize_report.json).
+    # from the quantizing machine's CPU flags (recorded in quantize_report.json). In the Paddle program "reduced" puts the
+    # weights of convs with signed input on even int8 values, which oneDNN halves exactly without VNNI (-0.78 -> -0.33).
     weight_range: Literal["auto", "full", "reduced"] = "auto"
     quantize_op_types: tuple[QuantizableOp, ...] = (
         "conv2d",
