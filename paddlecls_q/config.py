@@ -433,6 +433,8 @@ class PtqSection(StrictModel):
     calibration_images: Count | None = None  # None: every image in the folder
     batch_size: BatchSize = 32
     hist_percent: float = Field(default=0.999, gt=0, le=1)
+    # PaddleSlim 2.6 applies it only in AdaRound or outside the ONNX (Q/DQ) format, so here it changes nothing
+    # (measured: the same weights file, byte for byte); kept so that configs that set it still load.
     bias_correction: bool = False
     weight_quantize_type: Literal["channel_wise_abs_max", "abs_max"] = "channel_wise_abs_max"
     # The ONNX Runtime / OpenVINO files: "onnxruntime" quantizes the FP32 ONNX graph with ONNX Runtime's
