@@ -17,7 +17,7 @@ from paddlecls_q.quantize.progress import Progress, raise_if_interrupted
 
 # Paddle's oneDNN INT8 reads the outputs of these ops as unsigned (u8) tensors...
 _UNSIGNED_OUTPUT_OPS = frozenset({"relu", "relu6"})
-# ...and these ops pass a tensor's scale and sign on unchanged (compute_propagate_scales_onednn_pass).
+# ...and these ops (all with input X) pass a tensor's scale and sign on unchanged (compute_propagate_scales_onednn_pass).
 _SCALE_PRESERVING_OPS = frozenset(
     {
         "quantize_linear",
@@ -28,7 +28,6 @@ _SCALE_PRESERVING_OPS = frozenset(
         "flatten_contiguous_range",
         "squeeze2",
         "unsqueeze2",
-        "slice",
     }
 )
 _CONV_OPS = frozenset({"conv2d", "depthwise_conv2d"})
