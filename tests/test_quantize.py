@@ -219,7 +219,8 @@ def test_paddle_weights_of_convs_with_signed_input_are_even_without_vnni(
             assert np.all((integers % 2 == 0) | (np.abs(integers) == 127)), name
             weights = np.array(scopes["fp32"].find_var(name).get_tensor())
             scale = np.array(scopes["int8"].find_var(dequantize.input("Scale")[0]).get_tensor()).reshape(-1, 1, 1, 1)
-            assert np.all(np.abs(weights - integers * scale / 127) <= scale / 127 + 1e-6)  # one rounding: half a 7-bit step
+            # one rounding: at most half a 7-bit step from the FP32 weight
+            assert np.all(np.abs(weights - integers * scale / 127) <= scale / 127 + 1e-6)
         else:
             assert np.any(integers % 2 == 1), name  # PaddleSlim's 8-bit integers, untouched
     assert len(even) < sum(op.type in ("conv2d", "depthwise_conv2d") for op in ops)
