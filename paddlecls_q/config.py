@@ -433,6 +433,8 @@ class PtqSection(StrictModel):
     calibration_images: Count | None = None  # None: every image in the folder
     batch_size: BatchSize = 32
     hist_percent: float = Field(default=0.999, gt=0, le=1)
+    # PaddleSlim 2.6 applies it only in AdaRound or outside the ONNX (Q/DQ) format, so here it changes nothing
+    # (measured: the same weights file, byte for byte); kept so that configs that set it still load.
     bias_correction: bool = False
     weight_quantize_type: Literal["channel_wise_abs_max", "abs_max"] = "channel_wise_abs_max"
     # The ONNX Runtime / OpenVINO files: "onnxruntime" quantizes the FP32 ONNX graph with ONNX Runtime's
@@ -440,7 +442,8 @@ class PtqSection(StrictModel):
     # program, "paddleslim", lost 3.3 / 16.6: docs/accuracy.md). QAT always re-encodes its trained program.
     onnx_quantizer: Literal["onnxruntime", "paddleslim"] = "onnxruntime"
     # Weights in 7 bits ("reduced", depthwise convs excepted) for CPUs without VNNI, whose u8 x s8 kernels saturate; "auto" decides
-    # from the quantizing machine's CPU flags (recorded in quantize_report.json).
+    # from the quantizing machine's CPU flags (recorded in quantize_report.json). In the Paddle program "reduced" puts the
+    # weights of convs with signed input on even int8 values, which oneDNN halves exactly without VNNI (-0.78 -> -0.33).
     weight_range: Literal["auto", "full", "reduced"] = "auto"
     # How the ONNX Runtime / OpenVINO file's int8 weights are rounded onto their grid: "nearest" as ONNX Runtime's
     # quantizer rounds, or "gptq" from the calibration images' activations (weight_rounding.py). On real MobileNetV2

@@ -182,6 +182,50 @@ def test_each_engine_gets_its_encoding_and_the_runtime_picks_it_up(ptq_run: tupl
 
 
 @pytest.mark.slow
+def test_paddle_weights_of_convs_with_signed_input_are_even_without_vnni(
+    ptq_run: tuple[Path, dict[str, Any]], demo_model: Path
+) -> None:
+    """Without VNNI oneDNN halves the int8 weights of a conv whose input is signed: PTQ rounds those weights
+    once from FP32 to even integers (±127 at each channel's maximum); the other convs keep PaddleSlim's."""
+    import paddle
+
+    from paddlecls_q.environment import vnni_flags
+
+    output, report = ptq_run
+    encoding = report["encodings"]["paddle"]
+    assert encoding["weights"].startswith("int8 per-channel") and encoding["weight_range_reason"].startswith("auto: ")
+    if vnni_flags():
+        assert encoding["even_grid_layers"] == []
+        return
+    paddle.enable_static()
+    executor = paddle.static.Executor(paddle.CPUPlace())
+    scopes = {}
+    for name, folder in (("fp32", demo_model), ("int8", output)):
+        scopes[name] = paddle.static.Scope()
+        with paddle.static.scope_guard(scopes[name]):
+            program, _, _ = paddle.static.load_inference_model(str(folder / "inference"), executor)
+    paddle.disable_static()
+    ops = program.global_block().ops
+    first_conv = next(op for op in ops if op.type == "conv2d")
+    even = encoding["even_grid_layers"]
+    assert first_conv.input("Filter")[0].startswith(tuple(even))  # it reads the image: signed
+    for op in ops:
+        if op.type not in ("conv2d", "depthwise_conv2d"):
+            continue
+        dequantize = next(o for o in ops if op.input("Filter")[0] in o.output_arg_names)
+        name = dequantize.input("X")[0]
+        integers = np.array(scopes["int8"].find_var(name).get_tensor()).astype(np.int64)
+        if name in even:
+            assert np.all((integers % 2 == 0) | (np.abs(integers) == 127)), name
+            weights = np.array(scopes["fp32"].find_var(name).get_tensor())
+            scale = np.array(scopes["int8"].find_var(dequantize.input("Scale")[0]).get_tensor()).reshape(-1, 1, 1, 1)
+            # one rounding: at most half a 7-bit step from the FP32 weight
+            assert np.all(np.abs(weights - integers * scale / 127) <= scale / 127 + 1e-6)
+        else:
+            assert np.any(integers % 2 == 1), name  # PaddleSlim's 8-bit integers, untouched
+    assert len(even) < sum(op.type in ("conv2d", "depthwise_conv2d") for op in ops)
+
+
 def test_the_tensorrt_file_quantizes_only_layer_inputs_and_computes_the_same_model(
     ptq_run: tuple[Path, dict[str, Any]], fashion: Path
 ) -> None:

@@ -96,8 +96,9 @@ def quantize(
                 stages["ptq"] = stages.get("ptq", 0.0) + time.perf_counter() - mark
                 shutil.rmtree(work, ignore_errors=True)
                 return folder
+            paddle_encoding: dict[str, Any] = {}
             if plan.method == "ptq":
-                quantized = run_ptq(plan, images, work, keep, bars, device)
+                quantized, paddle_encoding = run_ptq(plan, images, work, keep, bars, device)
             else:
                 quantized, report.train_iterations, report.final_distillation_loss = run_qat(
                     plan, images, work, keep, bars, device
@@ -107,6 +108,8 @@ def quantize(
             mark = time.perf_counter()
             task = bars.add("exporting ONNX", 1)
             report.encodings = assemble_folder(plan, quantized, folder, keep, reduce_range, images, bars)
+            if paddle_encoding:
+                report.encodings["paddle"] = paddle_encoding
             bars.done(task)
             shutil.rmtree(work, ignore_errors=True)
             stages["export_onnx"] = stages.get("export_onnx", 0.0) + time.perf_counter() - mark
@@ -144,7 +147,11 @@ def quantize(
             "int8_params": (folder / ("inference.onnx" if plan.files.format == "onnx" else "inference.pdiparams"))
             .stat()
             .st_size,
-            **{f"{engine}_onnx": (folder / f"inference.{engine}.onnx").stat().st_size for engine in report.encodings},
+            **{
+                f"{engine}_onnx": (folder / f"inference.{engine}.onnx").stat().st_size
+                for engine in report.encodings
+                if engine != "paddle"  # the Paddle program: int8_params
+            },
         }
         passed = report.accuracy is None or report.accuracy["within_budget"]
         target = plan.output_dir if passed else plan.output_dir.with_name(plan.output_dir.name + ".rejected")
