@@ -420,9 +420,6 @@ class QatTrainConfig(StrictModel):
     # so 100 unlabeled images become thousands of samples (docs/accuracy.md "## QAT").
     augment: bool = True
     crop_scale: tuple[float, float] = (0.35, 1.0)
-    # After training, "abs_max" sets each activation scale to the largest |x| on the training images
-    # (PTQ's abs_max) instead of ACT's moving average of per-batch maxima, which clips residual streams.
-    activation_scales: Literal["moving_average", "abs_max"] = "abs_max"
 
     @field_validator("crop_scale")
     @classmethod

@@ -101,45 +101,6 @@ def _prepare_student(plan: QuantizationPlan, keep: list[str], target: Path, devi
     return warnings
 
 
-def set_activation_scales_abs_max(model: Path, images: CalibrationImages, batch_size: int, device: str = "cpu") -> int:
-    """Set every activation quantizer's scale to the largest |x| it sees on `images` (PTQ's abs_max).
-
-    ACT's scales are moving averages of per-batch maxima, which clip the rare large values of a
-    residual stream (what cost PaddleSlim's `avg` PTQ 4 points); the trained weights stay. The INT8
-    program in `model` is rewritten in place; returns how many scales were set.
-    """
-    import paddle
-
-    with static_mode(onednn=False, device=device) as executor, quiet_paddle():
-        loaded: Any = paddle.static.load_inference_model(str(model / "inference"), executor)
-        program, feed_names, fetch_targets = loaded
-        block = program.global_block()
-        scales = {
-            op.input("X")[0]: op.input("Scale")[0]
-            for op in block.ops
-            if op.type == "quantize_linear" and not block.var(op.input("X")[0]).persistable
-        }
-        inputs = list(scales)
-        largest = np.zeros(len(inputs), dtype=np.float64)
-        for start in range(0, len(images.paths), batch_size):
-            raise_if_interrupted()
-            batch = images.batch(list(range(start, min(start + batch_size, len(images.paths)))))
-            values = executor.run(program, feed={feed_names[0]: batch}, fetch_list=inputs, return_numpy=True)
-            largest = np.maximum(largest, [float(np.abs(value).max()) for value in values])
-        scope = paddle.static.global_scope()
-        for name, value in zip(inputs, largest):
-            scope.find_var(scales[name]).get_tensor().set(np.array([max(value, 1e-8)], dtype=np.float32), executor.place)
-        paddle.static.save_inference_model(
-            str(model / "inference"),
-            [block.var(name) for name in feed_names],
-            [block.var(var.name) for var in fetch_targets],
-            executor,
-            program=program,
-            clip_extra=False,
-        )
-    return len(inputs)
-
-
 def _act_config(plan: QuantizationPlan) -> dict[str, Any]:
     config = plan.config
     train = config.TrainConfig
@@ -243,8 +204,4 @@ def run_qat(
         state["training"] = True
         compressor.compress()
     progress.done(task)
-    if train.activation_scales == "abs_max":
-        task = progress.add("activation scales (abs_max)", 1)
-        set_activation_scales_abs_max(target, images, batch_size, device)
-        progress.done(task)
     return target, iterations, state["loss"]
