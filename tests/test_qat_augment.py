@@ -22,7 +22,12 @@ pytest_plugins = ["quantize_support"]
 
 def _qat_config(model: Path, images: Path, output: Path, **train: Any) -> dict[str, Any]:
     return {
-        "Global": {"model_dir": str(model), "qat_image_path": str(images), "qat_batch_size": 4, "output_dir": str(output)},
+        "Global": {
+            "model_dir": str(model),
+            "qat_image_path": str(images),
+            "qat_batch_size": 4,
+            "output_dir": str(output),
+        },
         "TrainConfig": {"train_iter": 2, **train},
     }
 
@@ -81,7 +86,12 @@ def test_views_never_read_the_val_folder(
 
 @pytest.mark.parametrize(
     ("value", "expect"),
-    [([0.0, 1.0], "0 < low <= high <= 1"), ([0.8, 0.4], "0 < low <= high <= 1"), ([0.5, 1.5], "<= 1"), ("big", "crop_scale")],
+    [
+        ([0.0, 1.0], "0 < low <= high <= 1"),
+        ([0.8, 0.4], "0 < low <= high <= 1"),
+        ([0.5, 1.5], "<= 1"),
+        ("big", "crop_scale"),
+    ],
 )
 def test_bad_crop_scale_is_one_line_exit_2(
     bad_input: Any, demo_model: Path, fashion: Path, tmp_path: Path, value: Any, expect: str
