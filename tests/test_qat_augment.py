@@ -12,6 +12,7 @@ from quantize_support import write_config
 
 from paddlecls_q import preprocess
 from paddlecls_q.config import load_quantize_config
+from paddlecls_q.model_files import find_model_files
 from paddlecls_q.quantize.images import CalibrationImages
 from paddlecls_q.quantize.plan import plan_quantization
 from paddlecls_q.quantize.qat import AugmentedViews
@@ -104,3 +105,15 @@ def test_bad_crop_scale_is_one_line_exit_2(
 def test_augment_must_be_a_boolean(bad_input: Any, demo_model: Path, fashion: Path, tmp_path: Path) -> None:
     data = _qat_config(demo_model, fashion / "images" / "train", tmp_path / "out" / "int8", augment="sometimes")
     bad_input(data=data, expect="TrainConfig.augment")
+
+
+@pytest.mark.slow
+def test_qat_trains_on_augmented_views(demo_model: Path, calib_and_val: Path, tmp_path: Path) -> None:
+    from paddlecls_q.quantize import quantize
+
+    data = _qat_config(demo_model, calib_and_val / "calib", tmp_path / "qat", augment=True, crop_scale=[0.5, 1.0])
+    report = quantize(load_quantize_config(write_config(tmp_path, data)))
+    assert report.method == "qat" and report.train_iterations == 2 and report.images_used == 8
+    assert report.final_distillation_loss is not None and np.isfinite(report.final_distillation_loss)
+    assert report.config["TrainConfig"]["augment"] is True
+    assert find_model_files(tmp_path / "qat").is_quantized
