@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,46 @@ from paddlecls_q.quantize.plan import QuantizationPlan
 from paddlecls_q.quantize.progress import Progress, raise_if_interrupted
 
 SKIP_QUANT_SCOPE = "/skip_quant/"
+# torchvision's RandomResizedCrop aspect range; a view that does not fit in 10 draws is the whole image.
+CROP_ASPECT = (3 / 4, 4 / 3)
+
+
+class AugmentedViews:
+    """Random-resized crops and horizontal flips of the training images, preprocessed by the model's own ops.
+
+    The teacher labels every view in the distillation, so the student sees a new sample each step
+    instead of the same 100 images again. The draws come from `seed` alone: a run is repeatable.
+    """
+
+    def __init__(self, images: CalibrationImages, crop_scale: tuple[float, float], seed: int) -> None:
+        self.images = images
+        self.crop_scale = crop_scale
+        self.rng = np.random.default_rng(seed)
+
+    def _crop_box(self, height: int, width: int) -> tuple[int, int, int, int]:
+        low, high = self.crop_scale
+        for _ in range(10):
+            area = height * width * self.rng.uniform(low, high)
+            aspect = math.exp(self.rng.uniform(math.log(CROP_ASPECT[0]), math.log(CROP_ASPECT[1])))
+            crop_width, crop_height = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+            if 0 < crop_width <= width and 0 < crop_height <= height:
+                top = int(self.rng.integers(0, height - crop_height + 1))
+                left = int(self.rng.integers(0, width - crop_width + 1))
+                return top, left, crop_height, crop_width
+        return 0, 0, height, width
+
+    def view(self, index: int) -> np.ndarray:
+        from paddlecls_q.preprocess import read_image
+
+        image = read_image(self.images.paths[index])
+        top, left, height, width = self._crop_box(*image.shape[:2])
+        crop = image[top : top + height, left : left + width]
+        if self.rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        return self.images.preprocess(np.ascontiguousarray(crop))
+
+    def batch(self, indices: list[int] | np.ndarray) -> np.ndarray:
+        return np.stack([self.view(int(i)) for i in indices]).astype(np.float32, copy=False)
 
 
 def _prepare_student(plan: QuantizationPlan, keep: list[str], target: Path, device: str = "cpu") -> list[str]:
@@ -124,6 +165,9 @@ def run_qat(
     by_epochs = None if train.epochs is None else train.epochs * per_epoch
     iterations = min(count for count in (train.train_iter, by_epochs) if count is not None)
     rng = np.random.default_rng(settings.seed)
+    source: CalibrationImages | AugmentedViews = (
+        AugmentedViews(images, train.crop_scale, settings.seed + 1) if train.augment else images
+    )
     feed = plan.program.feed_names[0]
     task = None
     state: dict[str, Any] = {"loss": None, "training": False}
@@ -132,7 +176,7 @@ def run_qat(
         order = rng.permutation(len(images.paths))
         for start in range(0, per_epoch * batch_size, batch_size):
             raise_if_interrupted()
-            yield {feed: images.batch(order[start : start + batch_size])}
+            yield {feed: source.batch(order[start : start + batch_size])}
             if state["training"]:
                 note = f"loss {state['loss']:.4g}" if state["loss"] is not None else ""
                 progress.advance(task, note=note)
