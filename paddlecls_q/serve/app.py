@@ -78,6 +78,7 @@ def build_application(settings: ServeSettings) -> Any:
         ray_actor_options={"num_cpus": settings.options.threads},
         max_ongoing_requests=max(64, 4 * settings.max_batch_size),
         health_check_period_s=2,
+        logging_config={"enable_access_log": False},  # one log line per request: ~5 % of the replica's CPU
     )
     @serve.ingress(api)
     class ClassifierDeployment:
@@ -242,9 +243,16 @@ def ray_address(address: str | None) -> str:
     return address or os.environ.get("RAY_ADDRESS") or "local"
 
 
+# Ray Serve settings for the replicas (read once per process at import; a user's own value wins). User code on the
+# replica's main event loop instead of a thread of its own: every request then skips two cross-thread hops
+# (measured: the direct-ingress replica's CPU per request 1.77 -> 1.25 ms, docs/serve.md).
+REPLICA_RAY_SETTINGS = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
+
+
 def worker_env() -> dict[str, str]:
-    """Environment the replicas need on any node: our cache folder and import path, where set."""
-    return {key: os.environ[key] for key in ("PADDLECLS_Q_HOME", "PYTHONPATH") if key in os.environ}
+    """Environment the replicas need on any node: our cache folder and import path, where set, and our Ray settings."""
+    env = {key: os.environ[key] for key in ("PADDLECLS_Q_HOME", "PYTHONPATH") if key in os.environ}
+    return {**env, **{key: os.environ.get(key, value) for key, value in REPLICA_RAY_SETTINGS.items()}}
 
 
 def run_server(
