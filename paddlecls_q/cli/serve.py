@@ -44,25 +44,31 @@ def serve_command(
         Optional[str], typer.Option("--address", help="Ray cluster to deploy on [default: $RAY_ADDRESS, else a local Ray].")
     ] = None,
     direct_ingress: Annotated[
-        bool,
+        Optional[bool],
         typer.Option(
-            "--direct-ingress",
-            help="Each replica also answers HTTP on its own port (--port + 1 up), skipping Ray's proxy: lowest latency. "
-            "Ray's experimental feature; local Ray only.",
+            "--direct-ingress/--no-direct-ingress",
+            help="Each replica also answers HTTP on its own port (--port + 1 up), skipping Ray's proxy: ~1 ms instead of "
+            "~7 ms per request here. Ray's experimental feature [default: on with the local Ray this command starts; "
+            "on a cluster its nodes' RAY_SERVE_ENABLE_DIRECT_INGRESS decides].",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
 ) -> None:
     """Serve a model over HTTP on Ray Serve until Ctrl-C / SIGTERM, batching requests dynamically."""
     from paddlecls_q.model_files import find_model_files, load_inference_config
-    from paddlecls_q.serve.app import ServeSettings, enable_direct_ingress, ray_address, require_ray, run_server
+    from paddlecls_q.serve.app import (
+        ServeSettings, enable_direct_ingress, ray_address, replica_ports, require_ray, run_server,
+    )
 
     options = runtime_options(backend, device, threads)
     folder = resolve_model_dir(model_dir, model, quantized)
     load_inference_config(find_model_files(folder))  # a bad folder fails here, not in a replica
+    local = ray_address(address) == "local"
+    if direct_ingress and not local:
+        raise ConfigError("--direct-ingress needs the local Ray this command starts; on a cluster start every node "
+                          "with RAY_SERVE_ENABLE_DIRECT_INGRESS=1 instead")
+    direct_ingress = local if direct_ingress is None else direct_ingress
     if direct_ingress:
-        if ray_address(address) != "local":
-            raise ConfigError("--direct-ingress needs the local Ray this command starts; on a cluster start every node "
-                              "with RAY_SERVE_ENABLE_DIRECT_INGRESS=1 instead")
         enable_direct_ingress(port, replicas)
     require_ray()
     settings = ServeSettings(
@@ -78,10 +84,11 @@ def serve_command(
     )
 
     def ready(url: str) -> None:
+        ports = replica_ports(host, port, replicas) if direct_ingress else []
         console.print(
             f"serving {escape(settings.name)} ({escape(backend)}, {replicas} replica(s), batch <= {max_batch_size}) "
             f"at {escape(url)}/predict and {escape(url)}/v2/models/{escape(settings.name)}/infer"
-            + (f"; replicas directly from port {port + 1} up" if direct_ingress else "")
+            + (f"; replicas directly on port{'s' if len(ports) > 1 else ''} {', '.join(map(str, ports))}" if ports else "")
             + " — Ctrl-C to stop",
             highlight=False,
             soft_wrap=True,

@@ -233,9 +233,35 @@ def enable_direct_ingress(port: int, replicas: int) -> None:
     os.environ.update({
         "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
         "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port + 1),
-        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1 + 4 * replicas + 16),  # replacements get new ports
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + direct_port_span(replicas)),
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
     })
+
+
+def direct_port_span(replicas: int) -> int:
+    """How many ports above `--port` the replicas may take: Ray gives a replacement a new one, and skips busy ones."""
+    return 4 * replicas + 16
+
+
+def replica_ports(host: str, port: int, replicas: int, timeout_s: float = 0.2) -> list[int]:
+    """The ports above `port` where one of our replicas answers `/v2/health/live` (Ray picks them at start-up)."""
+    import http.client
+    import json
+
+    probe_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    found = []
+    for candidate in range(port + 1, port + direct_port_span(replicas) + 1):
+        connection = http.client.HTTPConnection(probe_host, candidate, timeout=timeout_s)
+        try:
+            connection.request("GET", "/v2/health/live")
+            response = connection.getresponse()
+            if response.status == 200 and json.loads(response.read()) == {"live": True}:
+                found.append(candidate)
+        except (OSError, ValueError, http.client.HTTPException):
+            continue
+        finally:
+            connection.close()
+    return found
 
 
 def ray_address(address: str | None) -> str:
