@@ -170,6 +170,16 @@ def test_bad_requests_get_one_line_4xx_and_server_keeps_serving(server, fashion_
     assert httpx.post(f"{url}/predict", content=fashion_image.read_bytes()).status_code == 200
 
 
+def test_unknown_path_is_404_and_wrong_method_405_one_line_json(server) -> None:
+    url = server["url"]
+    for method, path, status, message in (("GET", "/predict", 405, "use POST"), ("GET", "/no/such/path", 404, "no route"),
+                                          ("POST", "/v2/health/live", 405, "use GET")):
+        response = httpx.request(method, f"{url}{path}")
+        assert response.status_code == status, response.text
+        assert "\n" not in response.text and message in response.json()["error"]
+    assert httpx.get(f"{url}/v2/").json()["name"] == "paddlecls-q"  # a trailing slash is the same route
+
+
 def test_bench_serve_reports_every_concurrency(server, fashion_image: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
