@@ -8,12 +8,12 @@ through Ray Serve's HTTP proxy (`serve --no-direct-ingress`). Batching: `on` (<=
    the medians with a 95 % bootstrap interval (pairs resampled).
 2. Batching on / off at C = 32, per path: both servers up at once, `--rounds` rounds of one load run each,
    the order alternating (on, off / off, on / ...): throughput ratio and p99 / p50 per round.
-3. `--table`: the load table, C = 1, 8, 32 (`--concurrency`) for every path x batching.
+3. The load table, C = 1, 8, 32 (`--concurrency`) for every path x batching (`--no-table`: not).
 4. `--fault-seconds S`: 2 replicas, 32 clients through the proxy for S seconds, one replica SIGKILLed a third in.
 
-    python scripts/serve_loadtest.py --seconds 8 --table
+    python scripts/serve_loadtest.py --seconds 8
     python scripts/serve_loadtest.py --model-dir DIR --backend openvino --image photo.jpeg --paths direct --rounds 0
-    python scripts/serve_loadtest.py --rounds 0 --pairs 0 --fault-seconds 24
+    python scripts/serve_loadtest.py --rounds 0 --pairs 0 --no-table --fault-seconds 24
 
 Prints one JSON line per measurement, then markdown tables and the goal lines, with the load average.
 """
@@ -160,9 +160,10 @@ def batching_rounds(urls: dict[str, str], body: bytes, rounds: int, seconds: flo
 
 
 def fault_test(model_dir: Path, backend: str, body: bytes, seconds: float) -> None:
-    server = Server(model_dir, backend, "proxy", "on", "--replicas", "2")
+    server = Server(model_dir, backend, "direct", "on", "--replicas", "2")  # serve's defaults; the load via --port
     try:
-        url = f"{server.wait_ready()}/predict"
+        server.wait_ready()
+        url = f"http://127.0.0.1:{server.port}/predict"
         expected = json.loads(asyncio.run(_one_answer(url, body)))["class_ids"]
         asyncio.run(run_load(url, body, 4, 2.0))
 
@@ -197,12 +198,13 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=1000, help="C = 1 alternated pairs per path (0: skip)")
     parser.add_argument("--rounds", type=int, default=3, help="batching on/off rounds at C = 32 per path (0: skip)")
     parser.add_argument("--seconds", type=float, default=8.0, help="per load run")
-    parser.add_argument("--table", action="store_true", help="also the load table at --concurrency, every path x batching")
+    parser.add_argument("--table", action=argparse.BooleanOptionalAction, default=True,
+                        help="the load table at --concurrency, every path x batching")
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--fault-seconds", type=float, default=0.0, help="0: no fault test")
     arguments = parser.parse_args()
     body = arguments.image.read_bytes()
-    paths = arguments.paths.split(",")
+    paths = arguments.paths.split(",") if arguments.pairs > 0 or arguments.rounds > 0 or arguments.table else []
     local = InProcess(arguments.model_dir, arguments.backend)
     local(body)  # warm-up
     pairs: dict[str, dict] = {}
