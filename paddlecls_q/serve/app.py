@@ -3,7 +3,7 @@
 Routes: `POST /predict` (raw image bytes, `?topk=K`) and the Open Inference Protocol v2 (`/v2/health/*`,
 `/v2/models/{name}`, `/v2/models/{name}/infer`). Every replica loads the engine once; requests are decoded
 and preprocessed in the replica's handler, then batcher.Batcher gathers up to `max_batch_size` preprocessed
-images into one engine call (run in a thread, so that requests keep arriving meanwhile), waiting at most
+images into one engine call (in a thread, so that requests keep arriving meanwhile, unless it is fast), waiting at most
 `batch_wait_ms` and only for requests already inside the replica: a lone request is never delayed.
 
 The deployment's `__call__` routes the requests itself (ROUTES): FastAPI's middleware, router and dependency
