@@ -24,11 +24,11 @@ def serve_command(
     model: Annotated[Optional[str], typer.Option("--model", help="Registry model name (see `models`).")] = None,
     quantized: Annotated[bool, typer.Option("--quantized", help="With --model: the downloaded INT8 model.")] = False,
     backend: Annotated[str, typer.Option("--backend", help=f"Engine: {', '.join(BACKENDS)}.")] = "ort",
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu or gpu [default: gpu for trt/paddle-trt].")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu or gpu \\[default: gpu for trt/paddle-trt].")] = None,
     threads: Annotated[int, typer.Option("--threads", help="CPU threads per replica's engine.")] = 1,
     host: Annotated[str, typer.Option("--host", help="Address to bind (0.0.0.0 to serve other machines).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="HTTP port.")] = 8000,
-    name: Annotated[Optional[str], typer.Option("--name", help="Model name in the v2 API [default: the folder's name].")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Model name in the v2 API \\[default: the folder's name].")] = None,
     replicas: Annotated[int, typer.Option("--replicas", min=1, max=MAX_THREADS, help="Engine replicas (Ray actors).")] = 1,
     max_batch_size: Annotated[
         int, typer.Option("--max-batch-size", min=1, max=MAX_BATCH_SIZE, help="Most images per engine call (1: no batching).")
@@ -41,14 +41,14 @@ def serve_command(
     ] = 20.0,
     label_file: Annotated[Optional[Path], typer.Option("--label-file", help="`<id> <name>` per line.")] = None,
     address: Annotated[
-        Optional[str], typer.Option("--address", help="Ray cluster to deploy on [default: $RAY_ADDRESS, else a local Ray].")
+        Optional[str], typer.Option("--address", help="Ray cluster to deploy on \\[default: $RAY_ADDRESS, else a local Ray].")
     ] = None,
     direct_ingress: Annotated[
         Optional[bool],
         typer.Option(
             "--direct-ingress/--no-direct-ingress",
             help="Each replica also answers HTTP on its own port (--port + 1 up), skipping Ray's proxy: ~1 ms instead of "
-            "~7 ms per request here. Ray's experimental feature [default: on with the local Ray this command starts; "
+            "~10 ms per request here. Ray's experimental feature \\[default: on with the local Ray this command starts; "
             "on a cluster its nodes' RAY_SERVE_ENABLE_DIRECT_INGRESS decides].",
             show_default=False,
         ),
