@@ -229,6 +229,14 @@ def test_direct_ingress_is_the_default_and_the_replica_port_answers_as_the_proxy
     assert bad.status_code == 415 and "not an image" in bad.json()["error"]
 
 
+def test_replicas_run_at_the_commands_priority(server) -> None:
+    """Ray nices its workers to 15 unless told otherwise; serve's replicas keep the command's niceness."""
+    process = server["process"]
+    replicas = [pid for pid in _descendants(process.pid) if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ServeReplica")]
+    assert replicas
+    assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in replicas} == {os.getpriority(os.PRIO_PROCESS, process.pid)}
+
+
 def test_sigterm_stops_serve_and_its_ray(server) -> None:
     """Last in the module: SIGTERM to the command alone; every process it started must be gone."""
     process = server["process"]
