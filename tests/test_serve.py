@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -72,13 +73,19 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     else:
         process.kill()
         pytest.fail(f"serve did not start: {log.read_text(errors='replace')[-2000:]}")
-    yield {"url": url, "process": process, "log": log}
+    yield {"url": url, "process": process, "log": log, "replica_ports": _replica_ports(log)}
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(60)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def _replica_ports(log: Path) -> list[int]:
+    """The replica ports `serve` printed (direct ingress), [] when it printed none."""
+    found = re.search(r"replicas directly on ports? ([\d, ]+) —", log.read_text(errors="replace"))
+    return [int(port) for port in found.group(1).split(", ")] if found else []
 
 
 def _infer_json(image: Path, topk: int) -> dict:
@@ -163,6 +170,16 @@ def test_bad_requests_get_one_line_4xx_and_server_keeps_serving(server, fashion_
     assert httpx.post(f"{url}/predict", content=fashion_image.read_bytes()).status_code == 200
 
 
+def test_unknown_path_is_404_and_wrong_method_405_one_line_json(server) -> None:
+    url = server["url"]
+    for method, path, status, message in (("GET", "/predict", 405, "use POST"), ("GET", "/no/such/path", 404, "no route"),
+                                          ("POST", "/v2/health/live", 405, "use GET")):
+        response = httpx.request(method, f"{url}{path}")
+        assert response.status_code == status, response.text
+        assert "\n" not in response.text and message in response.json()["error"]
+    assert httpx.get(f"{url}/v2/").json()["name"] == "paddlecls-q"  # a trailing slash is the same route
+
+
 def test_bench_serve_reports_every_concurrency(server, fashion_image: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -199,6 +216,27 @@ def test_bench_serve_without_a_server_is_one_line(fashion_image: Path) -> None:
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
 
 
+def test_direct_ingress_is_the_default_and_the_replica_port_answers_as_the_proxy(server, fashion_image: Path) -> None:
+    """With the local Ray, the replica answers on its own port (no proxy hop) exactly as through the proxy."""
+    ports = server["replica_ports"]
+    assert len(ports) == 1 and ports[0] > int(server["url"].rsplit(":", 1)[1]), server["log"].read_text(errors="replace")[-2000:]
+    body = fashion_image.read_bytes()
+    through_proxy = httpx.post(f"{server['url']}/predict?topk=3", content=body)
+    direct = httpx.post(f"http://127.0.0.1:{ports[0]}/predict?topk=3", content=body)
+    assert through_proxy.status_code == direct.status_code == 200, direct.text
+    assert direct.json() == through_proxy.json() == {key: _infer_json(fashion_image, 3)[key] for key in ("class_ids", "scores", "labels")}
+    bad = httpx.post(f"http://127.0.0.1:{ports[0]}/predict", content=b"not an image")
+    assert bad.status_code == 415 and "not an image" in bad.json()["error"]
+
+
+def test_replicas_run_at_the_commands_priority(server) -> None:
+    """Ray nices its workers to 15 unless told otherwise; serve's replicas keep the command's niceness."""
+    process = server["process"]
+    replicas = [pid for pid in _descendants(process.pid) if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ServeReplica")]
+    assert replicas
+    assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in replicas} == {os.getpriority(os.PRIO_PROCESS, process.pid)}
+
+
 def test_sigterm_stops_serve_and_its_ray(server) -> None:
     """Last in the module: SIGTERM to the command alone; every process it started must be gone."""
     process = server["process"]
@@ -212,25 +250,23 @@ def test_sigterm_stops_serve_and_its_ray(server) -> None:
     assert not [pid for pid in below if _alive(pid)]
 
 
-def test_direct_ingress_replica_answers_on_its_own_port_and_stops_clean(fashion_image: Path, tmp_path: Path) -> None:
-    """--direct-ingress: the replica answers on --port + 1 (no proxy hop) exactly as through the proxy."""
+def test_no_direct_ingress_serves_through_the_proxy_only_and_stops_clean(fashion_image: Path, tmp_path: Path) -> None:
     port = _free_port()
     log = tmp_path / "serve.log"
-    command = [sys.executable, "-m", "paddlecls_q", "serve", "--model", "demo", "--port", str(port), "--direct-ingress"]
+    command = [sys.executable, "-m", "paddlecls_q", "serve", "--model", "demo", "--port", str(port), "--no-direct-ingress"]
     with open(log, "wb") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + STARTUP_S
         while time.monotonic() < deadline and process.poll() is None and "Ctrl-C to stop" not in log.read_text(errors="replace"):
             time.sleep(0.5)
-        assert "directly from port" in log.read_text(errors="replace"), log.read_text(errors="replace")[-2000:]
+        assert "Ctrl-C to stop" in log.read_text(errors="replace"), log.read_text(errors="replace")[-2000:]
+        assert _replica_ports(log) == []
         body = fashion_image.read_bytes()
-        through_proxy = httpx.post(f"http://127.0.0.1:{port}/predict?topk=3", content=body)
-        direct = httpx.post(f"http://127.0.0.1:{port + 1}/predict?topk=3", content=body)
-        assert through_proxy.status_code == direct.status_code == 200, direct.text
-        assert direct.json() == through_proxy.json() == {key: _infer_json(fashion_image, 3)[key] for key in ("class_ids", "scores", "labels")}
-        bad = httpx.post(f"http://127.0.0.1:{port + 1}/predict", content=b"not an image")
-        assert bad.status_code == 415 and "not an image" in bad.json()["error"]
+        answer = httpx.post(f"http://127.0.0.1:{port}/predict?topk=3", content=body)
+        assert answer.status_code == 200 and answer.json()["class_ids"] == _infer_json(fashion_image, 3)["class_ids"]
+        with pytest.raises(httpx.ConnectError):
+            httpx.post(f"http://127.0.0.1:{port + 1}/predict", content=body)
         below = _descendants(process.pid)
         process.send_signal(signal.SIGTERM)
         assert process.wait(120) == 0, log.read_text(errors="replace")[-2000:]

@@ -94,3 +94,27 @@ def test_an_engine_error_reaches_every_request_of_the_batch_and_the_next_batch_r
 
     assert _run(scenario()).tolist() == [[7.0]]
     assert calls == [2, 1]
+
+
+def test_a_fast_engine_runs_on_the_event_loop_and_a_slow_one_in_a_thread() -> None:
+    """After one timed call, calls under INLINE_S run inline (a thread hand-off costs more); slower ones off the loop."""
+    from paddlecls_q.serve.batcher import INLINE_S
+
+    def threads_of(engine_s: float) -> list[bool]:
+        on_loop: list[bool] = []
+
+        def engine(batch: np.ndarray) -> np.ndarray:
+            on_loop.append(threading.current_thread() is threading.main_thread())
+            threading.Event().wait(engine_s)
+            return batch
+
+        async def scenario() -> None:
+            batcher = Batcher(engine, max_batch_size=4, wait_s=0.0)
+            for _ in range(3):
+                await batcher.classify([np.ones(1, np.float32)])
+
+        _run(scenario())
+        return on_loop
+
+    assert threads_of(0.0) == [False, True, True]  # the first call's time is unknown: a thread
+    assert threads_of(INLINE_S * 5) == [False, False, False]

@@ -24,11 +24,11 @@ def serve_command(
     model: Annotated[Optional[str], typer.Option("--model", help="Registry model name (see `models`).")] = None,
     quantized: Annotated[bool, typer.Option("--quantized", help="With --model: the downloaded INT8 model.")] = False,
     backend: Annotated[str, typer.Option("--backend", help=f"Engine: {', '.join(BACKENDS)}.")] = "ort",
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu or gpu [default: gpu for trt/paddle-trt].")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu or gpu \\[default: gpu for trt/paddle-trt].")] = None,
     threads: Annotated[int, typer.Option("--threads", help="CPU threads per replica's engine.")] = 1,
     host: Annotated[str, typer.Option("--host", help="Address to bind (0.0.0.0 to serve other machines).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="HTTP port.")] = 8000,
-    name: Annotated[Optional[str], typer.Option("--name", help="Model name in the v2 API [default: the folder's name].")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Model name in the v2 API \\[default: the folder's name].")] = None,
     replicas: Annotated[int, typer.Option("--replicas", min=1, max=MAX_THREADS, help="Engine replicas (Ray actors).")] = 1,
     max_batch_size: Annotated[
         int, typer.Option("--max-batch-size", min=1, max=MAX_BATCH_SIZE, help="Most images per engine call (1: no batching).")
@@ -41,28 +41,34 @@ def serve_command(
     ] = 20.0,
     label_file: Annotated[Optional[Path], typer.Option("--label-file", help="`<id> <name>` per line.")] = None,
     address: Annotated[
-        Optional[str], typer.Option("--address", help="Ray cluster to deploy on [default: $RAY_ADDRESS, else a local Ray].")
+        Optional[str], typer.Option("--address", help="Ray cluster to deploy on \\[default: $RAY_ADDRESS, else a local Ray].")
     ] = None,
     direct_ingress: Annotated[
-        bool,
+        Optional[bool],
         typer.Option(
-            "--direct-ingress",
-            help="Each replica also answers HTTP on its own port (--port + 1 up), skipping Ray's proxy: lowest latency. "
-            "Ray's experimental feature; local Ray only.",
+            "--direct-ingress/--no-direct-ingress",
+            help="Each replica also answers HTTP on its own port (--port + 1 up), skipping Ray's proxy: ~1 ms instead of "
+            "~10 ms per request here. Ray's experimental feature \\[default: on with the local Ray this command starts; "
+            "on a cluster its nodes' RAY_SERVE_ENABLE_DIRECT_INGRESS decides].",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
 ) -> None:
     """Serve a model over HTTP on Ray Serve until Ctrl-C / SIGTERM, batching requests dynamically."""
     from paddlecls_q.model_files import find_model_files, load_inference_config
-    from paddlecls_q.serve.app import ServeSettings, enable_direct_ingress, ray_address, require_ray, run_server
+    from paddlecls_q.serve.app import (
+        ServeSettings, enable_direct_ingress, ray_address, replica_ports, require_ray, run_server,
+    )
 
     options = runtime_options(backend, device, threads)
     folder = resolve_model_dir(model_dir, model, quantized)
     load_inference_config(find_model_files(folder))  # a bad folder fails here, not in a replica
+    local = ray_address(address) == "local"
+    if direct_ingress and not local:
+        raise ConfigError("--direct-ingress needs the local Ray this command starts; on a cluster start every node "
+                          "with RAY_SERVE_ENABLE_DIRECT_INGRESS=1 instead")
+    direct_ingress = local if direct_ingress is None else direct_ingress
     if direct_ingress:
-        if ray_address(address) != "local":
-            raise ConfigError("--direct-ingress needs the local Ray this command starts; on a cluster start every node "
-                              "with RAY_SERVE_ENABLE_DIRECT_INGRESS=1 instead")
         enable_direct_ingress(port, replicas)
     require_ray()
     settings = ServeSettings(
@@ -78,10 +84,11 @@ def serve_command(
     )
 
     def ready(url: str) -> None:
+        ports = replica_ports(host, port, replicas) if direct_ingress else []
         console.print(
             f"serving {escape(settings.name)} ({escape(backend)}, {replicas} replica(s), batch <= {max_batch_size}) "
             f"at {escape(url)}/predict and {escape(url)}/v2/models/{escape(settings.name)}/infer"
-            + (f"; replicas directly from port {port + 1} up" if direct_ingress else "")
+            + (f"; replicas directly on port{'s' if len(ports) > 1 else ''} {', '.join(map(str, ports))}" if ports else "")
             + " — Ctrl-C to stop",
             highlight=False,
             soft_wrap=True,

@@ -19,7 +19,7 @@ from paddlecls_q.config import RuntimeOptions
 from paddlecls_q.datasets import Dataset
 from paddlecls_q.errors import ConfigError, InputError
 from paddlecls_q.evaluate import EvalResult
-from paddlecls_q.serve.app import ray_address, require_ray, worker_env
+from paddlecls_q.serve.app import LOCAL_RAY_SYSTEM_CONFIG, ray_address, require_ray, worker_env
 
 CALLS_PER_REPLICA = 4  # enough calls per actor to balance the pool, few enough to keep scheduling cheap
 MAX_ROWS_PER_CALL = 4096
@@ -97,6 +97,7 @@ def _run(
     init: dict[str, Any] = {"include_dashboard": False, "runtime_env": {"env_vars": worker_env()}}
     if target == "local":
         init["num_cpus"] = max(os.cpu_count() or 1, replicas * options.threads)
+        init["_system_config"] = LOCAL_RAY_SYSTEM_CONFIG
     ray.init(address=target, logging_level="warning", log_to_driver=False, **init)
     try:
         context = ray.data.DataContext.get_current()
