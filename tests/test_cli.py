@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,20 @@ def test_every_help_shows_an_example(command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0
     assert f"Example: paddlecls-q {' '.join(command)}" in result.output
+
+
+@pytest.mark.parametrize("command", [*COMMANDS, ["serve"]], ids=" ".join)
+def test_every_default_written_in_a_help_text_is_shown(command: list[str]) -> None:
+    # rich reads an unescaped "[default: ...]" as markup and drops it: each must reach the screen.
+    import typer.main
+
+    click_command = typer.main.get_command(app)
+    for name in command:
+        click_command = click_command.commands[name]  # type: ignore[attr-defined]
+    written = [re.search(r"default: ([^\]]+)\]", getattr(p, "help", None) or "") for p in click_command.params]
+    output = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "400"}).output
+    for match in filter(None, written):
+        assert f"[default: {match.group(1)}]" in output, match.group(0)
 
 
 def test_completion_is_offered() -> None:

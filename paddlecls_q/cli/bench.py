@@ -48,7 +48,7 @@ def bench_command(
     ] = None,
     backends: Annotated[
         str | None,
-        typer.Option("--backends", help=f"Comma-separated engines: {','.join(BACKENDS)} [default: the device's]."),
+        typer.Option("--backends", help=f"Comma-separated engines: {','.join(BACKENDS)} \\[default: the device's]."),
     ] = None,
     device: Annotated[str, typer.Option("--device", help="cpu or gpu.")] = "cpu",
     threads: Annotated[int, typer.Option("--threads", help="CPU threads for every engine and for preprocessing.")] = 1,
@@ -83,7 +83,7 @@ def bench_command(
     ] = None,
     threads_list: Annotated[
         str | None,
-        typer.Option("--threads-list", help="Thread counts for the throughput runs, e.g. 1,2 [default: --threads]."),
+        typer.Option("--threads-list", help="Thread counts for the throughput runs, e.g. 1,2 \\[default: --threads]."),
     ] = None,
     throughput_images: Annotated[
         int, typer.Option("--throughput-images", help="Images per throughput point (at least 3 calls each).")

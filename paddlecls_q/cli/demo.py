@@ -23,7 +23,7 @@ def _pair(first: float | None, second: float | None) -> str:
 @command("demo", epilog=EXAMPLE)
 def demo_command(
     config_file: Annotated[
-        Path | None, typer.Option("--config", help="PTQ config [default: the repository's configs/demo_ptq.yaml].")
+        Path | None, typer.Option("--config", help="PTQ config \\[default: the repository's configs/demo_ptq.yaml].")
     ] = None,
     iters: Annotated[int, typer.Option("--iters", help="Timed iterations per engine and precision.")] = 300,
     force: Annotated[bool, typer.Option("--force", help="Replace the data and output folders if they exist.")] = False,

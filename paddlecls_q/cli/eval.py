@@ -30,7 +30,7 @@ def eval_command(
     ] = None,
     backend: Annotated[str, typer.Option("--backend", help=f"Engine: {', '.join(BACKENDS)}.")] = "ort",
     device: Annotated[
-        str | None, typer.Option("--device", help="cpu or gpu [default: gpu for trt/paddle-trt].")
+        str | None, typer.Option("--device", help="cpu or gpu \\[default: gpu for trt/paddle-trt].")
     ] = None,
     threads: Annotated[int, typer.Option("--threads", help="CPU threads for the engine.")] = 1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per engine call (if the model allows).")] = 32,
@@ -46,7 +46,7 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     ray: Annotated[bool, typer.Option("--ray", help="Run on Ray Data, an actor pool of engine replicas.")] = False,
     replicas: Annotated[int, typer.Option("--replicas", help="With --ray: engine replicas.")] = 1,
-    address: Annotated[str | None, typer.Option("--address", help="With --ray: Ray cluster [default: local].")] = None,
+    address: Annotated[str | None, typer.Option("--address", help="With --ray: Ray cluster \\[default: local].")] = None,
 ) -> None:
     """Measure top-1 / top-k accuracy and images/s on a labelled data set; with --compare, the INT8 drop."""
     from paddlecls_q.datasets import load_dataset

@@ -24,10 +24,10 @@ def infer_command(
     quantized: Annotated[bool, typer.Option("--quantized", help="With --model: the downloaded INT8 model.")] = False,
     backend: Annotated[str, typer.Option("--backend", help=f"Engine: {', '.join(BACKENDS)}.")] = "ort",
     device: Annotated[
-        Optional[str], typer.Option("--device", help="cpu or gpu [default: gpu for trt/paddle-trt].")
+        Optional[str], typer.Option("--device", help="cpu or gpu \\[default: gpu for trt/paddle-trt].")
     ] = None,
     threads: Annotated[int, typer.Option("--threads", help="CPU threads for the engine.")] = 1,
-    topk: Annotated[Optional[int], typer.Option("--topk", help="Classes per image [default: the yaml's topk].")] = None,
+    topk: Annotated[Optional[int], typer.Option("--topk", help="Classes per image \\[default: the yaml's topk].")] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="GPU: let the engine run FP16 kernels.")] = False,
     pinned_memory: Annotated[bool, typer.Option("--pinned-memory", help="GPU: pinned host buffers.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per engine call (throughput in images/s).")] = 1,
@@ -36,7 +36,7 @@ def infer_command(
     ray: Annotated[bool, typer.Option("--ray", help="Run on Ray Data (--image: folder, list file or glob).")] = False,
     replicas: Annotated[int, typer.Option("--replicas", help="With --ray: engine replicas.")] = 1,
     output: Annotated[Optional[Path], typer.Option("--output", help="With --ray: predictions .jsonl or .parquet.")] = None,
-    address: Annotated[Optional[str], typer.Option("--address", help="With --ray: Ray cluster [default: local].")] = None,
+    address: Annotated[Optional[str], typer.Option("--address", help="With --ray: Ray cluster \\[default: local].")] = None,
     force: Annotated[bool, typer.Option("--force", help="With --ray: overwrite --output.")] = False,
 ) -> None:
     """Classify images with a Paddle inference or ONNX model on the chosen engine."""
