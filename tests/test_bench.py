@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from helpers import assert_one_line_error, build
 from paddlecls_q import bench, chart, registry, report
 from paddlecls_q.cli import app
-from paddlecls_q.cli.app import JSON_SCHEMA_VERSION
+from paddlecls_q.cli.app import JSON_SCHEMA_VERSION, console
 from paddlecls_q.config import load_inference_cls_yaml
 from paddlecls_q.errors import ConfigError, InputError, ModelFormatError
 from paddlecls_q.preprocess import FastPreprocessor, compile_plan
@@ -515,6 +515,22 @@ def test_cli_json_and_files(model_pair: tuple[Path, Path], tmp_path: Path) -> No
     assert saved.read_bytes() == before
     forced = invoke("--from-json", str(saved), "--format", "json", "--output", str(saved), "--force")
     assert forced.exit_code == 0, forced.output
+
+
+def test_console_tables_fit_80_columns_without_folded_rows(
+    three_engine_result: bench.BenchResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved = tmp_path / "bench.json"
+    saved.write_text(json.dumps(report.json_document([three_engine_result], JSON_SCHEMA_VERSION), default=str))
+    monkeypatch.setattr(console, "_width", 80)  # restored afterwards (setting .width would stick)
+    result = invoke("--from-json", str(saved))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    rows = [line for line in lines if line.startswith("│")]
+    assert len(rows) >= 6 * 3  # the statistics table: runtime, end-to-end, bare loop per cell
+    assert not [line for line in rows if line.startswith("│ ") and line[2:].split("│")[0].strip() == ""]  # folded
+    assert any(line.startswith("hidden at 80 columns:") and "CV" in line for line in lines)
 
 
 def test_cli_entry_point_in_a_subprocess(model_pair: tuple[Path, Path]) -> None:

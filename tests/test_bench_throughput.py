@@ -13,7 +13,7 @@ from test_bench import invoke, model_pair  # noqa: F401 - model_pair is the shar
 from helpers import assert_one_line_error
 from paddlecls_q import bench, report
 from paddlecls_q.bench.throughput import peak_rss_kib, run_throughput
-from paddlecls_q.cli.app import JSON_SCHEMA_VERSION
+from paddlecls_q.cli.app import JSON_SCHEMA_VERSION, console
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,9 @@ def test_peak_rss_is_at_least_what_this_process_holds_now() -> None:
     assert peak_rss_kib() >= resident >= block.nbytes // 1024
 
 
-def test_tables_and_json_carry_the_throughput(model_pair: tuple[Path, Path], tmp_path: Path) -> None:  # noqa: F811
+def test_tables_and_json_carry_the_throughput(
+    model_pair: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
     fp32, int8 = model_pair
     output = tmp_path / "bench.json"
     result = invoke(
@@ -61,8 +63,12 @@ def test_tables_and_json_carry_the_throughput(model_pair: tuple[Path, Path], tmp
     assert [row[1:4] for row in rows] == [["ONNX Runtime", "FP32", "1"], ["ONNX Runtime", "INT8", "1"]]
     document = json.loads(output.read_text())
     assert document["results"][0]["settings"]["batch_sizes"] == [1, 2]
+    monkeypatch.setattr(console, "_width", 80)  # restored afterwards (setting .width would stick)
     plain = invoke("--from-json", str(output))
-    assert plain.exit_code == 0 and "Throughput" in plain.output
+    assert plain.exit_code == 0 and "Throughput: images/s at batch 1, 2; peak RSS" in plain.output
+    lines = plain.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert any(line.startswith("┃ engine ") and "┃ RSS MiB ┃" in line for line in lines)  # one header line
 
 
 def test_without_batch_sizes_no_throughput_is_measured(model_pair: tuple[Path, Path]) -> None:  # noqa: F811
