@@ -67,12 +67,12 @@ real-models: $(STAMP) $(CONVERT_STAMP)
 	$(BIN)/python $(CONVERT) npz-to-paddle .cache/mobilenet_v2_torchvision.npz $(REFERENCE_MODELS)/MobileNetV2_imagenet --force
 
 # The seed's latency tables: ResNet50_vd and MobileNetV1 (FP32 + quantize's PTQ) on every CPU engine, 1 thread
-# -> docs/benchmarks.md and docs/benchmarks.png (about 14 minutes on 2 cores, throughput included).
+# -> docs/benchmarks.md and docs/benchmarks.png (about 14 minutes on 2 idle cores, throughput included; an hour at load 7-10).
 bench: $(STAMP)
 	BIN=$(BIN) REFERENCE_MODELS=$(REFERENCE_MODELS) IMAGENET_SAMPLE=$(IMAGENET_SAMPLE) scripts/make_bench.sh
 
-# `serve` on the demo model: in-process latency, then bench --serve at C = 1, 8, 32, batching on and off, through the proxy and with --direct-ingress
-# (a server started and SIGTERMed per mode; about 5 minutes). Add the fault test: SERVE_BENCH_FLAGS='--fault-seconds 24'.
+# `serve` on the demo model: C = 1 against in-process (alternated pairs), batching on/off at C = 32, then the load table, on the replica's
+# own port (direct ingress, serve's default) and through Ray's proxy (about 8 minutes). Add the fault test: SERVE_BENCH_FLAGS='--fault-seconds 24'.
 SERVE_BENCH_FLAGS ?=
 serve-bench: $(STAMP)
 	$(BIN)/python scripts/serve_loadtest.py --seconds 8 $(SERVE_BENCH_FLAGS)
