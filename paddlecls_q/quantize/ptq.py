@@ -125,8 +125,7 @@ def regrid_signed_input_weights(quantized: Path, fp32: ModelFiles, executor: Any
             )
         return loaded[0], scope
 
-    original, fp32_scope = load(fp32.folder, fp32.program.name, fp32.params.name)
-    del original
+    _, fp32_scope = load(fp32.folder, fp32.program.name, fp32.params.name)
     program, scope = load(quantized, "inference.pdmodel", "inference.pdiparams")
     ops = program.global_block().ops
     producer = {name: op for op in ops for name in op.output_arg_names}
