@@ -67,7 +67,7 @@ real-models: $(STAMP) $(CONVERT_STAMP)
 	$(BIN)/python $(CONVERT) npz-to-paddle .cache/mobilenet_v2_torchvision.npz $(REFERENCE_MODELS)/MobileNetV2_imagenet --force
 
 # The seed's latency tables: ResNet50_vd and MobileNetV1 (FP32 + quantize's PTQ) on every CPU engine, 1 thread
-# -> docs/benchmarks.md and docs/benchmarks.png (about 14 minutes on 2 idle cores, throughput included; an hour at load 7-10).
+# -> docs/benchmarks.md and docs/benchmarks.png (about 35 minutes on 2 cores with the real MobileNetV2 row, its quantize and 900-image check included; an hour at load 7-10).
 bench: $(STAMP)
 	BIN=$(BIN) REFERENCE_MODELS=$(REFERENCE_MODELS) IMAGENET_SAMPLE=$(IMAGENET_SAMPLE) scripts/make_bench.sh
 

@@ -9,7 +9,8 @@
 #    $WORK, then one markdown document (docs/benchmarks.md) and one chart (docs/benchmarks.png) rendered from both.
 #
 # Iterations (override with the variables below): ResNet50_vd 200 + 20 warm-up, MobileNetV1 1000 + 100 warm-up,
-# about 10 minutes on 2 cores, plus about 4 for throughput (THROUGHPUT_BATCHES, THROUGHPUT_THREADS,
+# about 35 minutes on 2 cores in all: ResNet50_vd ~16, MobileNetV1 ~9, MobileNetV2_imagenet ~12 with its quantize and
+# accuracy check; throughput included (THROUGHPUT_BATCHES, THROUGHPUT_THREADS,
 # THROUGHPUT_IMAGES). Existing models are reused; delete $MODELS to rebuild them.
 set -euo pipefail
 
@@ -109,7 +110,7 @@ How to run and read these numbers: [bench.md](bench.md).
   made by \`paddlecls-q quantize\` (PTQ, 4 calibration photos): latency only. ${REAL_MODEL}
 - ${THREADS} thread per engine (and for OpenCV), batch 1, the bundled 500×375 ImageNet photo.
   ResNet50_vd: ${RESNET_ITERS} timed iterations after ${RESNET_WARMUP} warm-up (fewer than the seed's 1000, to keep
-  \`make bench\` near 10 minutes on 2 cores); MobileNetV1: ${MOBILENET_ITERS} after ${MOBILENET_WARMUP}. This run took
+  \`make bench\` near half an hour on 2 cores); MobileNetV1: ${MOBILENET_ITERS} after ${MOBILENET_WARMUP}. This run took
   $(( ($(date +%s) - STARTED + 30) / 60 )) minutes; load average at its start ${LOAD_BEFORE}, at its end $(cut -d' ' -f1-3 /proc/loadavg).
 - Throughput: images/s of the engine call at batch ${THROUGHPUT_BATCHES} on ${THROUGHPUT_THREADS} threads, at least
   ${THROUGHPUT_IMAGES} images (and 3 calls) per point, and each engine's peak RSS: see "Throughput and memory".
