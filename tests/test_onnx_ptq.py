@@ -209,7 +209,7 @@ def test_weight_rounding_key_is_checked(bad_input: Any) -> None:
 
 
 def residual_net(seed: int = 0) -> onnx.ModelProto:
-    """Stem conv, then two residual blocks (1x1 conv + Add) and a 1x1 conv that reads the last sum, as in MobileNetV2."""
+    """Stem conv, two residual blocks (1x1 conv + Add) and a 1x1 conv reading the last sum, as in MobileNetV2."""
     rng = np.random.default_rng(seed)
 
     def tensor(name: str, *shape: int, scale: float = 0.3) -> onnx.TensorProto:
