@@ -12,7 +12,7 @@ import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from paddlecls_q.quantize.onnx_ptq import quantize_onnx
+from paddlecls_q.quantize.onnx_ptq import last_residual_sum, quantize_onnx, write_onnx_runtime_file
 from paddlecls_q.quantize.progress import Progress
 from paddlecls_q.quantize.weight_rounding import Layer, gptq_round, im2col
 
@@ -68,13 +68,18 @@ def smooth_images(count: int, seed: int) -> np.ndarray:
     return blurred.astype(np.float32)
 
 
-def outputs(model: onnx.ModelProto | Path, images: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
-    """The named tensors of `model` on `images`, run by ONNX Runtime as it runs the file."""
+def outputs(
+    model: onnx.ModelProto | Path, images: np.ndarray, names: list[str], disable_optimizations: bool = False
+) -> dict[str, np.ndarray]:
+    """The named tensors of `model` on `images`, run by ONNX Runtime as it runs the file (or, with
+    `disable_optimizations`, its float reading: every Q/DQ pair simulated in float)."""
     loaded = onnx.load(str(model)) if isinstance(model, Path) else model
     present = {output.name for output in loaded.graph.output}
     loaded.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names if name not in present)
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
+    if disable_optimizations:
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = onnxruntime.InferenceSession(loaded.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return dict(zip(names, session.run(names, {"x": images}), strict=True))
 
@@ -201,3 +206,85 @@ def test_gptq_also_lowers_the_error_on_images_it_never_saw(quantized: dict[str, 
 
 def test_weight_rounding_key_is_checked(bad_input: Any) -> None:
     bad_input(lambda c: c["PTQ"].update(weight_rounding="adaround"), expect="PTQ.weight_rounding")
+
+
+def residual_net(seed: int = 0) -> onnx.ModelProto:
+    """Stem conv, two residual blocks (1x1 conv + Add) and a 1x1 conv reading the last sum, as in MobileNetV2."""
+    rng = np.random.default_rng(seed)
+
+    def tensor(name: str, *shape: int, scale: float = 0.3) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.normal(size=shape) * scale).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w0", "b0"], ["s0"], name="stem", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["s0"], ["r0"]),
+        helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"], name="block1"),
+        helper.make_node("Add", ["s0", "c1"], ["a1"]),
+        helper.make_node("Relu", ["a1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="block2"),
+        helper.make_node("Add", ["a1", "c2"], ["a2"]),
+        helper.make_node("Conv", ["a2", "w3", "b3"], ["y"], name="head"),
+    ]
+    initializers = [
+        tensor("w0", 16, 3, 3, 3), tensor("b0", 16), tensor("w1", 16, 16, 1, 1), tensor("b1", 16),
+        tensor("w2", 16, 16, 1, 1), tensor("b2", 16), tensor("w3", 8, 16, 1, 1), tensor("b3", 8),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "residual_net",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializers,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def optimized_ops(path: Path, folder: Path) -> list[str]:
+    """The op types ONNX Runtime runs for `path` after its graph optimizations (what a session executes)."""
+    options = onnxruntime.SessionOptions()
+    options.optimized_model_filepath = str(folder / f"{path.stem}.optimized.onnx")
+    onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return [node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node]
+
+
+def test_onnx_runtime_sums_the_last_residual_add_in_float(tmp_path: Path) -> None:
+    fp32 = tmp_path / "fp32.onnx"
+    onnx.save(residual_net(), str(fp32))
+    plain, ort = tmp_path / "plain.onnx", tmp_path / "ort.onnx"
+    with Progress(False) as progress:
+        summary = quantize_onnx(
+            fp32, plain, ArrayImages(smooth_images(64, seed=1)), frozenset(), "reduced", progress, tmp_path / "work"
+        )
+    ort_summary = write_onnx_runtime_file(plain, ort, summary)
+    assert last_residual_sum(onnx.load(str(plain))) == "c2"  # the block conv of the last Add, not the Add a1
+    assert ort_summary.float_residual_sum == "c2" and ort_summary.engine == "ort" and summary.float_residual_sum == ""
+    plain_ops, ort_ops = optimized_ops(plain, tmp_path), optimized_ops(ort, tmp_path)
+    assert plain_ops.count("QLinearConv") == 4 and plain_ops.count("QLinearAdd") == 2
+    assert ort_ops.count("QLinearConv") == 3 and ort_ops.count("QLinearAdd") == 1 and ort_ops.count("FusedConv") == 1
+
+    # One rounding instead of two: the last sum is closer to FP32 on images the calibration never saw, and
+    # ONNX Runtime's fused graph computes what the file says (its float reading, up to ties in the rounding).
+    held_out = smooth_images(64, seed=7)
+    reference = outputs(fp32, held_out, ["a2"])["a2"]
+    plain_model, ort_model = onnx.load(str(plain)), onnx.load(str(ort))
+    quantized = next(node.output[0] for node in ort_model.graph.node if node.input[0] == "a2")
+    dequantized = next(node.output[0] for node in ort_model.graph.node if node.input[0] == quantized)
+    errors = {
+        name: float(np.mean((outputs(model, held_out, [dequantized])[dequantized] - reference) ** 2))
+        for name, model in (("plain", plain_model), ("ort", ort_model))
+    }
+    assert errors["ort"] < errors["plain"], errors
+    fused = outputs(ort_model, held_out, [quantized])[quantized].astype(np.int16)
+    reading = outputs(ort_model, held_out, [quantized], disable_optimizations=True)[quantized].astype(np.int16)
+    assert np.abs(fused - reading).max() <= 1 and np.mean(fused != reading) < 0.01
+
+
+def test_a_net_without_residual_adds_is_written_unchanged(tmp_path: Path) -> None:
+    fp32, plain, ort = tmp_path / "fp32.onnx", tmp_path / "plain.onnx", tmp_path / "ort.onnx"
+    onnx.save(conv_net(), str(fp32))
+    with Progress(False) as progress:
+        summary = quantize_onnx(
+            fp32, plain, ArrayImages(smooth_images(16, seed=1)), frozenset(), "reduced", progress, tmp_path / "work"
+        )
+    assert write_onnx_runtime_file(plain, ort, summary).float_residual_sum == ""
+    assert onnx.load(str(ort)).graph == onnx.load(str(plain)).graph

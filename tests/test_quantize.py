@@ -155,7 +155,8 @@ def test_each_engine_gets_its_encoding_and_the_runtime_picks_it_up(ptq_run: tupl
     from paddlecls_q.runtime import create_runtime
 
     output, report = ptq_run
-    # PTQ: ONNX Runtime's quantizer writes one file for both ONNX engines: uint8 asymmetric activations,
+    # PTQ: ONNX Runtime's quantizer writes the file of both ONNX engines (ORT's copy sums its last residual Add
+    # in float, onnx_ptq.write_onnx_runtime_file): uint8 asymmetric activations,
     # int8 per-channel weights, 7-bit on a CPU without VNNI (auto).
     reduced = "7-bit range" in report["encodings"]["ort"]["weights"]
     for engine in ("ort", "openvino"):
