@@ -244,7 +244,7 @@ def main() -> None:
     parser.add_argument("--image", type=Path, default=registry.DEMO_IMAGE)
     parser.add_argument("--paths", default="direct,proxy", help="comma-separated: direct, proxy")
     parser.add_argument("--pairs", type=int, default=1000, help="C = 1 alternated pairs per path (0: skip)")
-    parser.add_argument("--rounds", type=int, default=3, help="batching on/off rounds at C = 32 per path (0: skip)")
+    parser.add_argument("--rounds", type=int, default=5, help="batching on/off rounds at C = 32 per path (0: skip)")
     parser.add_argument("--seconds", type=float, default=8.0, help="per load run")
     parser.add_argument("--table", action=argparse.BooleanOptionalAction, default=True,
                         help="the load table at --concurrency, every path x batching")

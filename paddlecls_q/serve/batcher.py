@@ -7,8 +7,8 @@ requests are already inside the replica, being read. Under load the queue fills 
 batches form by themselves. A request may queue its raw item (the image bytes) with a `prepare` function
 (decode + preprocess): a batch of several requests then prepares them and calls the engine in one worker thread,
 so that the event loop keeps reading the next requests meanwhile (OpenCV, numpy and the engines release the GIL).
-A lone request whose work took under `INLINE_S` last time runs on the event loop itself: handing 0.1 ms of work
-to a thread and back costs more CPU than the work.
+A lone request runs on the event loop itself while the engine's last call took under `INLINE_S` per image:
+handing 0.1 ms of work to a thread and back costs more CPU than the work.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-INLINE_S = 0.001  # work (per image) faster than this blocks the event loop less than a thread hand-off costs
+INLINE_S = 0.001  # engine time per image under which a lone request blocks the loop less than a thread hand-off costs
 
 
 class Batcher:
@@ -36,7 +36,7 @@ class Batcher:
         self.queue: list[tuple[Any, Callable[[Any], np.ndarray] | None, asyncio.Future]] = []
         self.ready = asyncio.Event()
         self.worker: asyncio.Task | None = None
-        self.last_image_s = float("inf")  # work per image of the last batch; the first runs in a thread
+        self.engine_image_s = float("inf")  # the last engine call's time per image; the first runs in a thread
 
     @contextmanager
     def arriving_request(self) -> Iterator[None]:
@@ -64,7 +64,6 @@ class Batcher:
 
     def _work(self, batch: list[tuple[Any, Callable[[Any], np.ndarray] | None, asyncio.Future]]) -> list[Any]:
         """Prepare every item, then one engine call: per request its row or its exception."""
-        began = time.perf_counter()
         answers: list[Any] = []
         for item, prepare, _ in batch:
             try:
@@ -74,13 +73,14 @@ class Batcher:
         good = [i for i, answer in enumerate(answers) if not isinstance(answer, Exception)]
         if good:
             try:
+                began = time.perf_counter()
                 rows = self.run(np.stack([answers[i] for i in good]))
+                self.engine_image_s = (time.perf_counter() - began) / len(good)
                 for i, row in zip(good, rows):
                     answers[i] = (row, len(good))
             except Exception as error:  # the engine failed: every request of the batch gets the error (a 500)
                 for i in good:
                     answers[i] = error
-        self.last_image_s = (time.perf_counter() - began) / len(batch)
         return answers
 
     async def _serve_batches(self) -> None:
@@ -99,7 +99,7 @@ class Batcher:
                 self.ready.clear()
             if not batch:
                 continue
-            inline = len(batch) == 1 and self.last_image_s < INLINE_S
+            inline = len(batch) == 1 and self.engine_image_s < INLINE_S
             try:
                 answers = self._work(batch) if inline else await asyncio.to_thread(self._work, batch)
             except Exception as error:  # never leave a request hanging
