@@ -195,6 +195,7 @@ def test_bench_serve_reports_every_concurrency(server, fashion_image: Path, tmp_
     for run in runs:
         assert run["ok"] > 0 and run["requests"] == run["ok"] and run["errors"] == {}
         assert 0 < run["p50_ms"] <= run["p90_ms"] <= run["p99_ms"]
+        assert run["client_cpu_ms"] > 0  # the load generator's own CPU per answered request
         sizes = {int(size) for size in run["batch_sizes"]}
         assert sizes and sizes <= {1, 2, 3, 4}  # the fixture's --max-batch-size 4
         assert sum(run["batch_sizes"].values()) == run["ok"]
