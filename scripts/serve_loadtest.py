@@ -7,7 +7,9 @@ through Ray Serve's HTTP proxy (`serve --no-direct-ingress`). Batching: `on` (<=
    preprocess, engine, top-k: what /predict does) with a /predict round trip, `--pairs` pairs; the difference of
    the medians with a 95 % bootstrap interval (pairs resampled).
 2. Batching on / off at C = 32, per path: both servers up at once, `--rounds` rounds of one load run each,
-   the order alternating (on, off / off, on / ...): throughput ratio and p99 / p50 per round.
+   the order alternating (on, off / off, on / ...): throughput ratio and p99 / p50 per round, the ratios'
+   geometric mean with a 95 % bootstrap interval, and per run the CPU per answered request of the replica
+   process (from /proc) and of this load generator.
 3. The load table, C = 1, 8, 32 (`--concurrency`) for every path x batching (`--no-table`: not).
 4. `--fault-seconds S`: 2 replicas, 32 clients through the proxy for S seconds, one replica SIGKILLed a third in.
 
