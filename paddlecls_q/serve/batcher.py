@@ -6,7 +6,7 @@ loop per replica takes what is queued when the engine is free; it waits (at most
 requests are already inside the replica, being read. Under load the queue fills while the engine runs, so
 batches form by themselves. A request may queue its raw item (the image bytes) with a `prepare` function
 (decode + preprocess): a batch of several requests then prepares them and calls the engine in one worker thread,
-so that the event loop keeps reading the next requests meanwhile (OpenCV, numpy and the engines release the GIL).
+so that the event loop keeps reading the next requests meanwhile (the engine call releases the GIL; docs/serve.md).
 A lone request runs on the event loop itself while the engine's last call took under `INLINE_S` per image:
 handing 0.1 ms of work to a thread and back costs more CPU than the work.
 """
