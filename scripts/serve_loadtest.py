@@ -7,7 +7,9 @@ through Ray Serve's HTTP proxy (`serve --no-direct-ingress`). Batching: `on` (<=
    preprocess, engine, top-k: what /predict does) with a /predict round trip, `--pairs` pairs; the difference of
    the medians with a 95 % bootstrap interval (pairs resampled).
 2. Batching on / off at C = 32, per path: both servers up at once, `--rounds` rounds of one load run each,
-   the order alternating (on, off / off, on / ...): throughput ratio and p99 / p50 per round.
+   the order alternating (on, off / off, on / ...): throughput ratio and p99 / p50 per round, the ratios'
+   geometric mean with a 95 % bootstrap interval, and per run the CPU per answered request of the replica
+   process (from /proc) and of this load generator.
 3. The load table, C = 1, 8, 32 (`--concurrency`) for every path x batching (`--no-table`: not).
 4. `--fault-seconds S`: 2 replicas, 32 clients through the proxy for S seconds, one replica SIGKILLed a third in.
 
@@ -83,6 +85,11 @@ class Server:
         self.stop()
         raise SystemExit(f"serve did not start (exit {self.process.returncode}); its log: {self.log}")
 
+    def replica_cpu_s(self) -> float:
+        """CPU seconds (all threads) used so far by this server's replica processes, from /proc."""
+        mine = descendants(self.process.pid)
+        return sum(process_cpu_s(pid) for pid in replica_pids() if pid in mine)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -99,6 +106,33 @@ def replica_pids() -> list[int]:
             except OSError:
                 continue
     return pids
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid`, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads), or 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class InProcess:
@@ -144,19 +178,35 @@ async def paired_c1(local: InProcess, url: str, body: bytes, pairs: int) -> dict
             "difference_ms": difference, "ci95_ms": [low, high], "load_average": os.getloadavg()[0]}
 
 
-def batching_rounds(urls: dict[str, str], body: bytes, rounds: int, seconds: float) -> list[dict]:
+def measured_load(server: Server, url: str, body: bytes, seconds: float) -> dict:
+    """One C = 32 load run, with the replica's CPU per answered request beside the client's."""
+    cpu_began = server.replica_cpu_s()
+    report = asyncio.run(run_load(f"{url}/predict", body, 32, seconds))
+    replica_cpu_ms = (server.replica_cpu_s() - cpu_began) * 1000 / max(report.ok, 1)
+    return {**asdict(report), "replica_cpu_ms": replica_cpu_ms}
+
+
+def batching_rounds(servers: dict[str, Server], urls: dict[str, str], body: bytes, rounds: int, seconds: float) -> list[dict]:
     """C = 32 load runs on the batching-on and -off servers (both up), alternating which goes first."""
     for url in urls.values():
         asyncio.run(run_load(f"{url}/predict", body, 32, 2.0))  # warm-up
     results = []
     for number in range(rounds):
         order = ("on", "off") if number % 2 == 0 else ("off", "on")
-        reports = {mode: asyncio.run(run_load(f"{urls[mode]}/predict", body, 32, seconds)) for mode in order}
-        on, off = reports["on"], reports["off"]
-        results.append({"round": number + 1, "order": "/".join(order), "on": asdict(on), "off": asdict(off),
-                        "ratio": on.throughput / off.throughput, "p99_over_p50_on": on.p99_ms / on.p50_ms,
+        runs = {mode: measured_load(servers[mode], urls[mode], body, seconds) for mode in order}
+        on, off = runs["on"], runs["off"]
+        results.append({"round": number + 1, "order": "/".join(order), "on": on, "off": off,
+                        "ratio": on["throughput"] / off["throughput"], "p99_over_p50_on": on["p99_ms"] / on["p50_ms"],
                         "load_average": os.getloadavg()[0]})
     return results
+
+
+def ratio_interval(ratios: list[float], seed: int = 0) -> tuple[float, float, float]:
+    """Geometric mean of the rounds' ratios and its 95 % bootstrap interval (rounds resampled)."""
+    logs = np.log(np.array(ratios))
+    picks = np.random.default_rng(seed).integers(0, len(logs), size=(BOOTSTRAP_SAMPLES, len(logs)))
+    low, high = np.exp(np.percentile(logs[picks].mean(axis=1), [2.5, 97.5]))
+    return float(np.exp(logs.mean())), float(low), float(high)
 
 
 def fault_test(model_dir: Path, backend: str, body: bytes, seconds: float) -> None:
@@ -196,7 +246,7 @@ def main() -> None:
     parser.add_argument("--image", type=Path, default=registry.DEMO_IMAGE)
     parser.add_argument("--paths", default="direct,proxy", help="comma-separated: direct, proxy")
     parser.add_argument("--pairs", type=int, default=1000, help="C = 1 alternated pairs per path (0: skip)")
-    parser.add_argument("--rounds", type=int, default=3, help="batching on/off rounds at C = 32 per path (0: skip)")
+    parser.add_argument("--rounds", type=int, default=5, help="batching on/off rounds at C = 32 per path (0: skip)")
     parser.add_argument("--seconds", type=float, default=8.0, help="per load run")
     parser.add_argument("--table", action=argparse.BooleanOptionalAction, default=True,
                         help="the load table at --concurrency, every path x batching")
@@ -218,7 +268,7 @@ def main() -> None:
                 pairs[path] = asyncio.run(paired_c1(local, f"{urls['on']}/predict", body, arguments.pairs))
                 print(json.dumps({"run": f"C = 1 paired, {path}, batching on", **pairs[path]}), flush=True)
             if arguments.rounds > 0:
-                rounds[path] = batching_rounds(urls, body, arguments.rounds, arguments.seconds)
+                rounds[path] = batching_rounds(servers, urls, body, arguments.rounds, arguments.seconds)
                 for result in rounds[path]:
                     print(json.dumps({"run": f"C = 32 batching on/off, {path}", **result}), flush=True)
             if arguments.table:
@@ -247,14 +297,17 @@ def main() -> None:
     for path, results in rounds.items():
         ratios = [result["ratio"] for result in results]
         spreads = [result["p99_over_p50_on"] for result in results]
+        mean, low, high = ratio_interval(ratios)
         print(f"C = 32, {path}, batching on / off, {len(results)} alternated rounds: throughput "
-              f"{', '.join(f'{ratio:.2f}x' for ratio in ratios)} (median {np.median(ratios):.2f}x, goal >= 1.5), "
-              f"p99 / p50 on {', '.join(f'{spread:.2f}' for spread in spreads)} (goal <= 4)")
+              f"{', '.join(f'{ratio:.2f}x' for ratio in ratios)} (geometric mean {mean:.2f}x, 95 % CI {low:.2f} .. "
+              f"{high:.2f}; goal >= 1.5), p99 / p50 on {', '.join(f'{spread:.2f}' for spread in spreads)} (goal <= 4)")
         for result in results:
             on, off = result["on"], result["off"]
             print(f"  round {result['round']} ({result['order']}): on {on['throughput']:.1f} req/s p50 {on['p50_ms']:.2f} "
-                  f"p99 {on['p99_ms']:.2f} batches {batch_size_summary({int(k): v for k, v in on['batch_sizes'].items()})}; "
-                  f"off {off['throughput']:.1f} req/s p50 {off['p50_ms']:.2f} p99 {off['p99_ms']:.2f}; "
+                  f"p99 {on['p99_ms']:.2f} batches {batch_size_summary({int(k): v for k, v in on['batch_sizes'].items()})}, "
+                  f"CPU ms/request replica {on['replica_cpu_ms']:.3f} client {on['client_cpu_ms']:.3f}; "
+                  f"off {off['throughput']:.1f} req/s p50 {off['p50_ms']:.2f} p99 {off['p99_ms']:.2f}, "
+                  f"CPU ms/request replica {off['replica_cpu_ms']:.3f} client {off['client_cpu_ms']:.3f}; "
                   f"load {result['load_average']:.1f}")
 
 

@@ -170,6 +170,27 @@ def test_bad_requests_get_one_line_4xx_and_server_keeps_serving(server, fashion_
     assert httpx.post(f"{url}/predict", content=fashion_image.read_bytes()).status_code == 200
 
 
+def test_a_bad_image_among_concurrent_requests_fails_alone(server, fashion_image: Path) -> None:
+    """Requests batched together are decoded in the batch's worker: a body that does not decode gets its 415, the rest 200."""
+    import asyncio
+
+    url = f"{server['url']}/predict"
+    good = fashion_image.read_bytes()
+    expected = httpx.post(url, content=good).json()
+    bodies = [b"this is not an image" if i % 4 == 1 else good for i in range(16)]
+
+    async def send_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(*(client.post(url, content=body) for body in bodies))
+
+    responses = asyncio.run(send_all())
+    for body, response in zip(bodies, responses):
+        if body == good:
+            assert response.status_code == 200 and response.json() == expected, response.text
+        else:
+            assert response.status_code == 415 and "not an image" in response.json()["error"], response.text
+
+
 def test_unknown_path_is_404_and_wrong_method_405_one_line_json(server) -> None:
     url = server["url"]
     for method, path, status, message in (("GET", "/predict", 405, "use POST"), ("GET", "/no/such/path", 404, "no route"),
@@ -195,6 +216,7 @@ def test_bench_serve_reports_every_concurrency(server, fashion_image: Path, tmp_
     for run in runs:
         assert run["ok"] > 0 and run["requests"] == run["ok"] and run["errors"] == {}
         assert 0 < run["p50_ms"] <= run["p90_ms"] <= run["p99_ms"]
+        assert run["client_cpu_ms"] > 0  # the load generator's own CPU per answered request
         sizes = {int(size) for size in run["batch_sizes"]}
         assert sizes and sizes <= {1, 2, 3, 4}  # the fixture's --max-batch-size 4
         assert sum(run["batch_sizes"].values()) == run["ok"]

@@ -118,3 +118,31 @@ def test_a_fast_engine_runs_on_the_event_loop_and_a_slow_one_in_a_thread() -> No
 
     assert threads_of(0.0) == [False, True, True]  # the first call's time is unknown: a thread
     assert threads_of(INLINE_S * 5) == [False, False, False]
+
+
+def test_a_batch_prepares_its_items_and_calls_the_engine_in_one_worker_thread() -> None:
+    """Several queued requests: prepare (decode + preprocess) and engine in the same thread, off the event loop."""
+    threads: list[tuple[str, int]] = []
+    seen: list[int] = []
+
+    def prepare(item: float) -> np.ndarray:
+        threads.append(("prepare", threading.get_ident()))
+        if item < 0:
+            raise ValueError(f"bad item {item}")
+        return np.full(2, item, np.float32)
+
+    def engine(batch: np.ndarray) -> np.ndarray:
+        threads.append(("engine", threading.get_ident()))
+        return batch * 10.0
+
+    async def scenario() -> list:
+        batcher = Batcher(engine, max_batch_size=8, wait_s=0.0, on_batch=seen.append)
+        tasks = [asyncio.create_task(batcher.classify([item], prepare)) for item in (1.0, -1.0, 3.0)]
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    first, failed, third = _run(scenario())
+    assert first[0].tolist() == [[10.0, 10.0]] and third[0].tolist() == [[30.0, 30.0]]
+    assert first[1] == third[1] == 2 and seen == [2]  # the bad item left the engine batch
+    assert isinstance(failed, ValueError) and "bad item -1.0" in str(failed)  # only its own request fails
+    assert [step for step, _ in threads] == ["prepare"] * 3 + ["engine"]
+    assert len({ident for _, ident in threads}) == 1 and threads[0][1] != threading.main_thread().ident

@@ -36,6 +36,7 @@ class LoadReport:
     batch_sizes: dict[int, int] = field(default_factory=dict)
     failure_window_s: float = 0.0
     wrong_answers: int = 0
+    client_cpu_ms: float = 0.0  # the load generator's own CPU (all its threads) per answered request
 
 
 async def _client(session: Any, url: str, body: bytes, stop_at: float, budget: list[int], expected: Any,
@@ -74,13 +75,13 @@ async def run_load(url: str, body: bytes, concurrency: int, seconds: float, max_
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        began = time.perf_counter()
+        began, cpu_began = time.perf_counter(), time.process_time()
         stop_at = began + seconds
         await asyncio.gather(*(
             _client(session, url, body, stop_at, budget, expected_class_ids, latencies, errors, batches, failures)
             for _ in range(concurrency)
         ))
-        elapsed = time.perf_counter() - began
+        elapsed, cpu_s = time.perf_counter() - began, time.process_time() - cpu_began
     p50, p90, p99 = (float(np.percentile(latencies, q)) if latencies else 0.0 for q in (50, 90, 99))
     return LoadReport(
         concurrency=concurrency,
@@ -95,6 +96,7 @@ async def run_load(url: str, body: bytes, concurrency: int, seconds: float, max_
         batch_sizes=dict(sorted(batches.items())),
         failure_window_s=(max(failures) - min(failures)) if failures else 0.0,
         wrong_answers=errors.get("wrong answer", 0),
+        client_cpu_ms=cpu_s * 1000 / len(latencies) if latencies else 0.0,
     )
 
 
