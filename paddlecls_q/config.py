@@ -421,6 +421,12 @@ class QatTrainConfig(StrictModel):
     # MobileNetV2 it lowered KL(FP32||INT8) on ONNX Runtime / OpenVINO but its top-1 stayed within noise.
     augment: bool = False
     crop_scale: tuple[float, float] = (0.35, 1.0)
+    # `qdq`: the trained Q/DQ program, re-encoded for each engine (qdq_onnx). `ptq`: the trained FP32 weights
+    # quantized by the PTQ section's own pipeline (every engine fix of PTQ applies, step 0 is the PTQ model),
+    # training on half of the images; each engine gets the checkpoint (step 0 included) with the lowest
+    # KL(FP32||INT8) on the other half (docs/accuracy.md "## QAT").
+    export: Literal["qdq", "ptq"] = "qdq"
+    checkpoints: Count = 4  # export ptq: trained checkpoints compared with step 0, evenly spaced, the last included
 
     @field_validator("crop_scale")
     @classmethod
