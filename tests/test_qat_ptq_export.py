@@ -42,7 +42,7 @@ def test_step_0_is_the_ptq_model_and_each_engine_gets_its_lowest_kl_checkpoint(
     output = tmp_path / "qat"
     assert report.method == "qat" and report.train_iterations == 4 and report.images_used == 32
     assert set(report.encodings) == {"paddle", "ort", "openvino", "trt"}
-    for engine, encoding in report.encodings.items():
+    for encoding in report.encodings.values():
         by_step = encoding["holdout_kl_by_step"]
         assert set(by_step) == {"0", "2", "4"}
         assert by_step[str(encoding["qat_checkpoint"])] == min(by_step.values())
@@ -65,3 +65,35 @@ def test_step_0_is_the_ptq_model_and_each_engine_gets_its_lowest_kl_checkpoint(
     if report.encodings["ort"]["qat_checkpoint"] == 0:
         assert (output / "inference.ort.onnx").read_bytes() == (tmp_path / "ptq" / "inference.ort.onnx").read_bytes()
     assert np.isfinite(report.final_distillation_loss or 0.0)
+
+
+@pytest.mark.slow
+def test_calibrated_activation_scales_do_not_move_in_training(demo_model: Path, fashion: Path, tmp_path: Path) -> None:
+    import paddle
+
+    from paddlecls_q.quantize.paddle_patches import static_mode
+    from paddlecls_q.quantize.qat import _activation_abs_max
+    from paddlecls_q.quantize import quantize
+
+    qat = {
+        "Global": {"model_dir": str(demo_model), "qat_image_path": str(fashion / "images" / "train")},
+        "Distillation": {"loss": "l2"},
+        "TrainConfig": {"train_iter": 3, "train_images": 16, "learning_rate": 0.01, "activation_scales": "calibrated"},
+    }
+    qat["Global"].update(qat_batch_size=8, output_dir="qat")
+    config = load_quantize_config(write_config(tmp_path, qat))
+    quantize(config)
+    plan = plan_quantization(config, None, tmp_path / "unused")
+    images = CalibrationImages(plan.images, plan.files.folder, config.Global.qat_preprocess)
+    expected = _activation_abs_max(plan.files.folder, images, 8, "cpu")  # BN folding leaves conv inputs alone
+    with static_mode(onednn=False) as executor:
+        program, _, _ = paddle.static.load_inference_model(str(tmp_path / "qat" / "inference"), executor)
+        scope = paddle.static.global_scope()
+        trained = {
+            op.input("X")[0]: float(np.array(scope.find_var(op.input("Scale")[0]).get_tensor()).reshape(-1)[0])
+            for op in program.global_block().ops
+            if op.type == "quantize_linear" and op.input("X")[0] in expected
+        }
+    assert trained  # every quantized conv input of the exported model...
+    for name, scale in trained.items():  # ...kept the max |x| of the training images through 3 steps at lr 0.01
+        assert scale == pytest.approx(expected[name], rel=1e-5), name

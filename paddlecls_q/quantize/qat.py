@@ -24,6 +24,7 @@ from paddlecls_q.quantize.plan import QuantizationPlan
 from paddlecls_q.quantize.progress import Progress, raise_if_interrupted
 
 SKIP_QUANT_SCOPE = "/skip_quant/"
+_CONV_OPS = frozenset({"conv2d", "depthwise_conv2d"})
 # torchvision's RandomResizedCrop aspect range; a view that does not fit in 10 draws is the whole image.
 CROP_ASPECT = (3 / 4, 4 / 3)
 
@@ -102,6 +103,45 @@ def _prepare_student(plan: QuantizationPlan, keep: list[str], target: Path, devi
             clip_extra=False,
         )
     return warnings
+
+
+def _activation_abs_max(student: Path, images: CalibrationImages, batch_size: int, device: str) -> dict[str, float]:
+    """max |x| over `images` of every input of the student's convs (PTQ's abs_max), by tensor name."""
+    import paddle
+
+    with static_mode(onednn=False, device=device) as executor, quiet_paddle():
+        program, feed_names, _ = paddle.static.load_inference_model(
+            str(student), executor, model_filename="inference.pdmodel", params_filename="inference.pdiparams"
+        )
+        names = sorted({op.input("Input")[0] for op in program.global_block().ops if op.type in _CONV_OPS})
+        scales = dict.fromkeys(names, 0.0)
+        for start in range(0, len(images.paths), batch_size):
+            batch = images.batch(list(range(start, min(start + batch_size, len(images.paths)))))
+            outputs = executor.run(program, feed={feed_names[0]: batch}, fetch_list=names)
+            for name, value in zip(names, outputs, strict=True):
+                scales[name] = max(scales[name], float(np.abs(value).max()))
+    return scales
+
+
+def _fix_activation_scales(program: Any, scales: dict[str, float]) -> int:
+    """Set the activation quantizers of ACT's training program to `scales` and stop their moving averages.
+
+    `is_test` makes Paddle's quantize_linear quantize with its Scale input as it is; the backward pass
+    (straight-through) does not read it. Returns how many quantizers were set.
+    """
+    import paddle
+
+    program = getattr(program, "_program", program)  # a CompiledProgram wraps it
+    scope = paddle.static.global_scope()
+    fixed = 0
+    for op in program.global_block().ops:
+        if op.type != "quantize_linear" or "InState" not in op.input_names or op.input("X")[0] not in scales:
+            continue
+        value = np.array([scales[op.input("X")[0]]], dtype=np.float32)
+        scope.find_var(op.input("Scale")[0]).get_tensor().set(value, paddle.CPUPlace())
+        op._set_attr("is_test", True)
+        fixed += 1
+    return fixed
 
 
 def _act_config(plan: QuantizationPlan) -> dict[str, Any]:
@@ -213,9 +253,19 @@ def run_qat(
     act_config = _act_config(plan)
     if snapshot_steps:  # one step more than is run, so that ACT asks for the batch after the last one
         act_config["TrainConfig"].update(train_iter=iterations + 1, epochs=iterations // per_epoch + 2)
+    scales = _activation_abs_max(student, images, batch_size, device) if train.activation_scales == "calibrated" else {}
+
+    def on_train_program(program: Any) -> None:
+        if scales and not _fix_activation_scales(program, scales):
+            plan.warnings.append("TrainConfig.activation_scales: calibrated found no activation quantizer to set")
+
     target = work / "qat"
     seed_everything(settings.seed)
-    with static_mode(onednn=False, device=device), quiet_paddle(on_loss), keep_learning_rate_schedule():
+    with (
+        static_mode(onednn=False, device=device),
+        quiet_paddle(on_loss),
+        keep_learning_rate_schedule(on_train_program),
+    ):
         compressor = AutoCompression(
             model_dir=str(student),
             model_filename="inference.pdmodel",
@@ -265,12 +315,19 @@ def _write_checkpoint(student: Path, parameters: dict[str, np.ndarray], target: 
 def _probabilities(runtime: Any, batch: np.ndarray) -> np.ndarray:
     from paddlecls_q.postprocess import to_probabilities
 
-    scores = np.concatenate([to_probabilities(runtime.infer(batch[i : i + 10])) for i in range(0, len(batch), 10)])
-    scores = np.maximum(scores.astype(np.float64), PROBABILITY_FLOOR)
+    scores = np.concatenate([runtime.infer(batch[i : i + 10]) for i in range(0, len(batch), 10)])
+    scores = scores.reshape(len(scores), -1).astype(np.float64)
+    sums = scores.sum(axis=1, keepdims=True)
+    # A softmax output on 1/255 steps sums to 1 only roughly: to_probabilities would take it for logits.
+    if not (scores.min() >= 0 and np.all(np.abs(sums - 1) < 0.1)):
+        scores = to_probabilities(scores).astype(np.float64)
+    scores = np.maximum(scores, PROBABILITY_FLOOR)
     return scores / scores.sum(axis=1, keepdims=True)
 
 
-def holdout_divergence(plan: QuantizationPlan, folder: Path, batch: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+def holdout_divergence(
+    plan: QuantizationPlan, folder: Path, batch: np.ndarray, reference: np.ndarray
+) -> dict[str, float]:
     """Mean KL(FP32 || INT8) of the class probabilities on `batch`, per engine, for the INT8 folder `folder`."""
     from paddlecls_q.model_files import find_model_files
     from paddlecls_q.quantize.accuracy import eval_options
