@@ -227,7 +227,11 @@ class RuntimeOptions(StrictModel):
             data = {**data, "device": "gpu" if data.get("backend") in GPU_BACKENDS else "cpu"}
         if isinstance(data, dict) and isinstance(data.get("device"), str):
             device, gpu_id = parse_device(data["device"])
-            data = {**data, "device": device, **({"gpu_id": gpu_id} if device == "gpu" and ":" in data["device"] else {})}
+            data = {
+                **data,
+                "device": device,
+                **({"gpu_id": gpu_id} if device == "gpu" and ":" in data["device"] else {}),
+            }
         return data
 
     @model_validator(mode="after")
@@ -421,6 +425,15 @@ class QatTrainConfig(StrictModel):
     # MobileNetV2 it lowered KL(FP32||INT8) on ONNX Runtime / OpenVINO but its top-1 stayed within noise.
     augment: bool = False
     crop_scale: tuple[float, float] = (0.35, 1.0)
+    # `qdq`: the trained Q/DQ program, re-encoded for each engine (qdq_onnx). `ptq`: the trained FP32 weights
+    # quantized by the PTQ section's own pipeline (every engine fix of PTQ applies, step 0 is the PTQ model),
+    # training on half of the images; each engine gets the checkpoint (step 0 included) with the lowest
+    # KL(FP32||INT8) on the other half (docs/accuracy.md "## QAT").
+    export: Literal["qdq", "ptq"] = "qdq"
+    # `moving_average`: ACT's scales, a moving average of batch maxima that starts from nothing. `calibrated`:
+    # each activation's scale is fixed before training at its max |x| on the training images (PTQ's abs_max).
+    activation_scales: Literal["moving_average", "calibrated"] = "moving_average"
+    checkpoints: Count = 4  # export ptq: trained checkpoints compared with step 0, evenly spaced, the last included
 
     @field_validator("crop_scale")
     @classmethod

@@ -283,12 +283,13 @@ def fast_avg_sampling() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def keep_learning_rate_schedule() -> Iterator[None]:
+def keep_learning_rate_schedule(on_train_program: Callable[[Any], None] | None = None) -> Iterator[None]:
     """Carry the learning-rate scheduler over ACT's quant-aware rewrite of the training program.
 
     `build_quant_program` rebuilds the program through an IrGraph and drops its `lr_scheduler`,
     so Paddle's executor never updates the rate: a CosineAnnealingDecay silently trains at its
     initial value (measured: identical results to a constant rate). Re-attaching it fixes that.
+    `on_train_program` receives the quant-aware training program (QAT sets its activation scales).
     """
     import paddleslim.auto_compression.compressor as compressor
 
@@ -299,6 +300,8 @@ def keep_learning_rate_schedule() -> Iterator[None]:
         train_info, test_info, quant_config = original(executor, places, config, train, test)
         if scheduler is not None and getattr(train_info.program, "lr_scheduler", None) is None:
             train_info.program.lr_scheduler = scheduler
+        if on_train_program is not None:
+            on_train_program(train_info.program)
         return train_info, test_info, quant_config
 
     compressor.build_quant_program = build_quant_program

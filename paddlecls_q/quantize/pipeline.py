@@ -26,7 +26,7 @@ from paddlecls_q.quantize.paddle_patches import check_quantize_device
 from paddlecls_q.quantize.plan import plan_quantization
 from paddlecls_q.quantize.progress import Progress, handle_interrupts, raise_if_interrupted
 from paddlecls_q.quantize.ptq import run_ptq
-from paddlecls_q.quantize.qat import run_qat
+from paddlecls_q.quantize.qat import run_qat, run_qat_ptq_export
 from paddlecls_q.quantize.quantize_report import REPORT_FILE, QuantizeReport, installed_package_versions
 from paddlecls_q.quantize.workspace import Workspace
 
@@ -96,11 +96,18 @@ def quantize(
                 stages["ptq"] = stages.get("ptq", 0.0) + time.perf_counter() - mark
                 shutil.rmtree(work, ignore_errors=True)
                 return folder
+            if plan.method == "qat" and config.TrainConfig.export == "ptq":  # trains, then PTQ per checkpoint
+                report.encodings, report.train_iterations, report.final_distillation_loss = run_qat_ptq_export(
+                    plan, images, work, folder, keep, reduce_range, bars, device
+                )
+                stages["qat"] = stages.get("qat", 0.0) + time.perf_counter() - mark
+                shutil.rmtree(work, ignore_errors=True)
+                return folder
             paddle_encoding: dict[str, Any] = {}
             if plan.method == "ptq":
                 quantized, paddle_encoding = run_ptq(plan, images, work, keep, bars, device)
             else:
-                quantized, report.train_iterations, report.final_distillation_loss = run_qat(
+                quantized, report.train_iterations, report.final_distillation_loss, _ = run_qat(
                     plan, images, work, keep, bars, device
                 )
             stages[plan.method] = stages.get(plan.method, 0.0) + time.perf_counter() - mark
