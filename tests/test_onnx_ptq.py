@@ -12,6 +12,7 @@ import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from paddlecls_q.postprocess import are_probabilities
 from paddlecls_q.quantize.onnx_ptq import last_residual_sum, quantize_onnx, write_onnx_runtime_file
 from paddlecls_q.quantize.progress import Progress
 from paddlecls_q.quantize.weight_rounding import Layer, gptq_round, im2col
@@ -288,3 +289,24 @@ def test_a_net_without_residual_adds_is_written_unchanged(tmp_path: Path) -> Non
         )
     assert write_onnx_runtime_file(plain, ort, summary).float_residual_sum == ""
     assert onnx.load(str(ort)).graph == onnx.load(str(plain)).graph
+
+
+def test_the_class_probabilities_stay_float(tmp_path: Path) -> None:
+    """The quantizer would round the softmax output onto a 1/255 grid (rows summing to 0.85-1.1, read as logits
+    by postprocess and softmaxed again); the file ends in the float Softmax of the dequantized logits."""
+    model = conv_net()
+    model.graph.node[-1].output[0] = "logits"
+    model.graph.node.append(helper.make_node("Softmax", ["logits"], ["y"], axis=1))
+    fp32, target = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
+    onnx.save(model, str(fp32))
+    with Progress(False) as progress:
+        quantize_onnx(fp32, target, ArrayImages(smooth_images(32, seed=1)), frozenset(), "reduced", progress, tmp_path)
+    quantized = onnx.load(str(target))
+    assert quantized.graph.node[-1].op_type == "Softmax" and quantized.graph.node[-1].output[0] == "y"
+    assert quantized.graph.node[-2].op_type == "DequantizeLinear"  # the logits themselves stay quantized
+    held_out = smooth_images(16, seed=7)
+    probabilities = outputs(target, held_out, ["y"])["y"]
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert are_probabilities(probabilities)
+    reference = outputs(fp32, held_out, ["y"])["y"]
+    assert np.abs(probabilities - reference).max() < 0.1

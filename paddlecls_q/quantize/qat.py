@@ -110,9 +110,10 @@ def _activation_abs_max(student: Path, images: CalibrationImages, batch_size: in
     import paddle
 
     with static_mode(onednn=False, device=device) as executor, quiet_paddle():
-        program, feed_names, _ = paddle.static.load_inference_model(
+        loaded: Any = paddle.static.load_inference_model(
             str(student), executor, model_filename="inference.pdmodel", params_filename="inference.pdiparams"
         )
+        program, feed_names, _ = loaded
         names = sorted({op.input("Input")[0] for op in program.global_block().ops if op.type in _CONV_OPS})
         scales = dict.fromkeys(names, 0.0)
         for start in range(0, len(images.paths), batch_size):
@@ -303,9 +304,10 @@ def _write_checkpoint(student: Path, parameters: dict[str, np.ndarray], target: 
     target.mkdir(parents=True)
     shutil.copyfile(student / "inference.pdmodel", target / "inference.pdmodel")
     with static_mode(onednn=False, device=device) as executor, quiet_paddle():
-        program, _, _ = paddle.static.load_inference_model(
+        loaded: Any = paddle.static.load_inference_model(
             str(student), executor, model_filename="inference.pdmodel", params_filename="inference.pdiparams"
         )
+        program = loaded[0]
         scope = paddle.static.global_scope()
         for name, value in parameters.items():
             scope.find_var(name).get_tensor().set(value, paddle.CPUPlace())
@@ -387,7 +389,7 @@ def run_qat_ptq_export(
     with create_runtime(plan.files, eval_options(plan, "ort")) as runtime:
         reference = _probabilities(runtime, holdout)
     task = progress.add("QAT checkpoints through PTQ", len(snapshots) + 1)
-    candidates: dict[int, tuple[Path, dict[str, Any], dict[str, float]]] = {}
+    candidates: dict[int, tuple[Path, dict[str, Any], dict[str, np.ndarray]]] = {}
     for step in (0, *sorted(snapshots)):
         files = plan.files
         if step:
