@@ -45,6 +45,7 @@ from paddlecls_q.cli.serve import batch_size_summary  # noqa: E402
 from paddlecls_q.config import RuntimeOptions  # noqa: E402
 from paddlecls_q.infer import Classifier  # noqa: E402
 from paddlecls_q.postprocess import to_probabilities  # noqa: E402
+from paddlecls_q.serve.loadtest import descendants  # noqa: E402
 from paddlecls_q.serve import protocol  # noqa: E402
 from paddlecls_q.serve.loadtest import LoadReport, bench_server, run_load  # noqa: E402
 
@@ -106,24 +107,6 @@ def replica_pids() -> list[int]:
             except OSError:
                 continue
     return pids
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process below `pid`, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
 
 
 def process_cpu_s(pid: int) -> float:

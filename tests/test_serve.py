@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from paddlecls_q.serve.loadtest import descendants
+
 pytest.importorskip("ray", reason="the [serve] extra (ray) is not installed")
 httpx = pytest.importorskip("httpx")
 
@@ -28,24 +30,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _descendants(pid: int) -> set[int]:
-    """Every live process below `pid`, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
 
 
 def _alive(pid: int) -> bool:
@@ -254,7 +238,7 @@ def test_direct_ingress_is_the_default_and_the_replica_port_answers_as_the_proxy
 def test_replicas_run_at_the_commands_priority(server) -> None:
     """Ray nices its workers to 15 unless told otherwise; serve's replicas keep the command's niceness."""
     process = server["process"]
-    replicas = [pid for pid in _descendants(process.pid) if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ServeReplica")]
+    replicas = [pid for pid in descendants(process.pid) if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ServeReplica")]
     assert replicas
     assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in replicas} == {os.getpriority(os.PRIO_PROCESS, process.pid)}
 
@@ -262,7 +246,7 @@ def test_replicas_run_at_the_commands_priority(server) -> None:
 def test_sigterm_stops_serve_and_its_ray(server) -> None:
     """Last in the module: SIGTERM to the command alone; every process it started must be gone."""
     process = server["process"]
-    below = _descendants(process.pid)
+    below = descendants(process.pid)
     assert below, "ray's processes should run below the serve command"
     process.send_signal(signal.SIGTERM)
     assert process.wait(120) == 0, server["log"].read_text(errors="replace")[-2000:]
@@ -289,7 +273,7 @@ def test_no_direct_ingress_serves_through_the_proxy_only_and_stops_clean(fashion
         assert answer.status_code == 200 and answer.json()["class_ids"] == _infer_json(fashion_image, 3)["class_ids"]
         with pytest.raises(httpx.ConnectError):
             httpx.post(f"http://127.0.0.1:{port + 1}/predict", content=body)
-        below = _descendants(process.pid)
+        below = descendants(process.pid)
         process.send_signal(signal.SIGTERM)
         assert process.wait(120) == 0, log.read_text(errors="replace")[-2000:]
         deadline = time.monotonic() + 30

@@ -284,7 +284,7 @@ def run_qat(
     return target, iterations, state["loss"], snapshots
 
 
-# Probabilities are floored before the KL: the ONNX Runtime file quantizes its softmax output to 1/255 steps.
+# Probabilities are floored before the KL, so that classes an INT8 model puts at ~0 do not dominate it.
 PROBABILITY_FLOOR = 0.002
 SELECTION_ENGINES = ("paddle", "ort", "openvino")
 # A checkpoint replaces step 0 only when its mean KL is lower by more than this many standard errors of the
@@ -321,11 +321,9 @@ def _probabilities(runtime: Any, batch: np.ndarray) -> np.ndarray:
     from paddlecls_q.postprocess import to_probabilities
 
     scores = np.concatenate([runtime.infer(batch[i : i + 10]) for i in range(0, len(batch), 10)])
-    scores = scores.reshape(len(scores), -1).astype(np.float64)
-    # A softmax output on 1/255 steps can sum to far from 1 (most classes round to 0): to_probabilities,
-    # which checks the sums, would take it for logits. Logits are never all within [0, 1].
-    if not (scores.min() >= 0 and scores.max() <= 1):
-        scores = to_probabilities(scores).astype(np.float64)
+    # The ONNX files end in a float softmax (onnx_ptq.float_softmax_output): to_probabilities reads them as
+    # probabilities, as it does Paddle's; logits get their softmax.
+    scores = to_probabilities(scores).astype(np.float64)
     scores = np.maximum(scores, PROBABILITY_FLOOR)
     return scores / scores.sum(axis=1, keepdims=True)
 
