@@ -439,11 +439,12 @@ def test_an_interrupted_run_leaves_nothing(long_qat_config: tuple[Path, Path], s
     process = _start_cli(config)
     _wait_until_working(process, output)
     process.send_signal(sent)
+    limit = 300
     try:
-        text, _ = process.communicate(timeout=300)
+        text, _ = process.communicate(timeout=limit)
     except subprocess.TimeoutExpired:
         process.kill()
-        pytest.fail(f"still running 300 s after {sent.name}:\n{process.communicate()[0][-4000:]}")
+        pytest.fail(f"still running {limit} s after {sent.name}:\n{process.communicate()[0][-4000:]}")
     assert process.returncode == 130, text
     assert "interrupted" in text
     assert not output.exists() and partials(output) == []
