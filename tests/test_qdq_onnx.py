@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from paddlecls_q import qdq_onnx
 from paddlecls_q.environment import vnni_flags
+from test_real_models import IMAGENET_SAMPLE, MODEL_DIR, needs_data, needs_model
 
 WEIGHT = "conv2d_0.w_0"
 INPUT_SCALE = 0.02
@@ -331,16 +332,11 @@ def test_vnni_flags_read_the_cpuinfo_flags(tmp_path: Path) -> None:
 
 # ---- the real ImageNet MobileNetV2 (`make real-models`, ../shared/data/imagenet-sample) ----------
 
-ROOT = Path(__file__).resolve().parent.parent
-REAL_MODEL = ROOT / ".cache" / "models" / "MobileNetV2_imagenet"
-IMAGENET_SAMPLE = ROOT.parent / "shared" / "data" / "imagenet-sample"
-if not IMAGENET_SAMPLE.is_dir():
-    IMAGENET_SAMPLE = Path("/work/shared/data/imagenet-sample")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not REAL_MODEL.is_dir(), reason=f"{REAL_MODEL} absent: run `make real-models`")
-@pytest.mark.skipif(not (IMAGENET_SAMPLE / "val_list.txt").is_file(), reason=f"{IMAGENET_SAMPLE} absent")
+@needs_model
+@needs_data
 def test_default_encodings_compute_what_the_real_graph_means(tmp_path: Path) -> None:
     """MobileNetV2 PaddleSlim INT8 → paddle2onnx → each engine's default encoding for this CPU: its integer
     kernels agree with the same Q/DQ graph computed in float (ONNX Runtime without fusion), i.e. nothing
@@ -355,7 +351,7 @@ def test_default_encodings_compute_what_the_real_graph_means(tmp_path: Path) -> 
 
     config = tmp_path / "ptq.yaml"
     config.write_text(
-        f"Global:\n  model_dir: {REAL_MODEL}\n  ptq_image_path: {IMAGENET_SAMPLE / 'calib'}\n"
+        f"Global:\n  model_dir: {MODEL_DIR}\n  ptq_image_path: {IMAGENET_SAMPLE / 'calib'}\n"
         f"  output_dir: {tmp_path / 'int8'}\nPTQ:\n  calibration_images: 32\n",
         encoding="utf-8",
     )
@@ -365,7 +361,7 @@ def test_default_encodings_compute_what_the_real_graph_means(tmp_path: Path) -> 
     exported = paddle_to_onnx(folder / "inference.pdmodel", folder / "inference.pdiparams", tmp_path / "p2o.onnx")
     source = onnx.load(str(exported))
     lines = (IMAGENET_SAMPLE / "val_list.txt").read_text(encoding="utf-8").splitlines()[::9][:100]
-    preprocess = build_preprocessor(load_inference_cls_yaml(REAL_MODEL / "inference_cls.yaml"))
+    preprocess = build_preprocessor(load_inference_cls_yaml(MODEL_DIR / "inference_cls.yaml"))
     batch = preprocess.batch([read_image(IMAGENET_SAMPLE / line.split()[0]) for line in lines])
     unfused = ort.SessionOptions()
     unfused.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
