@@ -400,7 +400,7 @@ def _start_cli(config: Path, *extra: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"},
     )
 
 
@@ -443,8 +443,13 @@ def test_an_interrupted_run_leaves_nothing(long_qat_config: tuple[Path, Path], s
     try:
         text, _ = process.communicate(timeout=limit)
     except subprocess.TimeoutExpired:
-        process.kill()
-        pytest.fail(f"still running {limit} s after {sent.name}:\n{process.communicate()[0][-4000:]}")
+        process.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: every thread's stack, to see where it hangs
+        try:
+            text = process.communicate(timeout=30)[0]
+        except subprocess.TimeoutExpired:
+            process.kill()
+            text = process.communicate()[0]
+        pytest.fail(f"still running {limit} s after {sent.name}:\n{text[-6000:]}")
     assert process.returncode == 130, text
     assert "interrupted" in text
     assert not output.exists() and partials(output) == []
