@@ -401,6 +401,9 @@ def _start_cli(config: Path, *extra: str) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"},
+        # Ctrl-C as a terminal delivers it: under `nohup ... &` (a background CI job) SIGINT arrives ignored, the
+        # CLI rightly leaves an ignored SIGINT alone, and the interrupt test would wait for a run of 100,000 steps.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
