@@ -333,7 +333,6 @@ def test_vnni_flags_read_the_cpuinfo_flags(tmp_path: Path) -> None:
 # ---- the real ImageNet MobileNetV2 (`make real-models`, ../shared/data/imagenet-sample) ----------
 
 
-
 @pytest.mark.slow
 @needs_model
 @needs_data
