@@ -442,6 +442,12 @@ def environment_lines(results: Sequence[BenchResult]) -> list[str]:
             f"CPU: {environment.get('cpu_model')} ({environment.get('logical_cpus')} logical CPUs); "
             f"ISA flags present: {present}" + (f"; absent: {absent}" if absent else "")
         )
+        peak = environment.get("conv_peak")
+        if peak:
+            lines.append(
+                f"INT8 / FP32 compute on this CPU: {peak['int8_over_fp32']:.2f}x ({peak['int8_gmacs']:.1f} vs "
+                f"{peak['fp32_gmacs']:.1f} G multiply-adds/s; {peak['what']}): the most INT8 can buy on dense convs"
+            )
         packages = ", ".join(f"{name} {version}" for name, version in environment.get("packages", {}).items())
         lines.append(f"Python {environment.get('python')} on {environment.get('platform')}; {packages}")
     for result in results:

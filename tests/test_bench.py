@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from helpers import assert_one_line_error, build
 from paddlecls_q import bench, chart, registry, report
+from paddlecls_q.bench.peak import LITTLE_GAIN
 from paddlecls_q.cli import app
 from paddlecls_q.cli.app import JSON_SCHEMA_VERSION, console
 from paddlecls_q.config import load_inference_cls_yaml
@@ -391,6 +392,28 @@ def test_three_engines_measure_fp32_and_int8(three_engine_result: bench.BenchRes
     environment = result.environment
     assert {"avx2", "avx512f", "avx512_vnni"} <= set(environment["cpu_flags"])
     assert environment["threads"] == 1 and "onnxruntime" in environment["packages"]
+    peak = environment["conv_peak"]
+    assert peak["fp32_gmacs"] > 0 and peak["int8_gmacs"] > 0
+    assert peak["int8_over_fp32"] == pytest.approx(peak["int8_gmacs"] / peak["fp32_gmacs"], abs=0.01)
+    little = peak["int8_over_fp32"] < LITTLE_GAIN
+    assert any("INT8 can buy little or no speed here" in warning for warning in result.warnings) == little
+
+
+def test_the_peak_convs_compute_the_same_conv() -> None:
+    """The INT8 conv that bench times is the FP32 one on the 1/64 grid: ONNX Runtime runs it as QLinearConv."""
+    import onnxruntime as ort
+
+    from paddlecls_q.bench.peak import CHANNELS, SIZE, conv_models
+    from paddlecls_q.runtime.ort_backend import cpu_session_options
+
+    x = np.random.default_rng(2).integers(0, 3, (1, CHANNELS, SIZE, SIZE)).astype(np.float32) / 64
+    fp32, int8 = (
+        ort.InferenceSession(model, cpu_session_options(1), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        for model in conv_models()
+    )
+    expected = np.clip(np.round(fp32 * 64), 0, 255) / 64
+    assert np.abs(int8 - expected).max() <= 1 / 64 + 1e-6  # a rounding tie at most
+    assert (int8 == expected).mean() > 0.999 and 0 < (expected > 0).mean() < 1
 
 
 def test_results_survive_a_json_round_trip(three_engine_result: bench.BenchResult) -> None:
@@ -415,6 +438,7 @@ def test_markdown_has_the_seed_tables(three_engine_result: bench.BenchResult) ->
     assert float(cells[3].rstrip("*")) > 0 and float(cells[7]) > 0
     assert "FP16 kernels need --device gpu" in text
     assert "### Latency statistics (ms)" in text and "### Engines as they ran" in text
+    assert "- INT8 / FP32 compute on this CPU: " in text and "the most INT8 can buy on dense convs" in text
 
 
 def test_csv_has_one_row_per_cell_and_kind(three_engine_result: bench.BenchResult) -> None:

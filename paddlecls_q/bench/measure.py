@@ -306,6 +306,16 @@ def run_benchmark(
         throughput = run_throughput(models, settings)
     compare_to_fp32(cells, {id(cell.result): cell.probabilities for cell in loaded})
     warnings.extend(run_warnings(cells))
+    environment = describe_environment(settings.threads, load_before)
+    if settings.device == "cpu" and loaded:
+        from paddlecls_q.bench.peak import LITTLE_GAIN, conv_peak  # it imports this module
+
+        environment["conv_peak"] = peak = conv_peak(settings.threads)
+        if peak["int8_over_fp32"] < LITTLE_GAIN:
+            warnings.append(
+                f"this CPU runs an int8 convolution at {peak['int8_over_fp32']:.2f}x its float32 speed ({peak['what']}): "
+                "INT8 can buy little or no speed here"
+            )
     entry = models.entry
     report = read_quantize_report(models.int8.folder) if models.int8 else {}
     accuracy, accuracy_source = measured_accuracy(report)
@@ -323,7 +333,7 @@ def run_benchmark(
         accuracy_source=accuracy_source,
         reference=[asdict(figures) for figures in entry.reference] if entry else [],
         settings=settings.model_dump(mode="json"),
-        environment=describe_environment(settings.threads, load_before),
+        environment=environment,
         cells=cells,
         preprocessing_ms=preprocessing,
         throughput=throughput,

@@ -13,6 +13,19 @@ from paddlecls_q.runtime.base import BareCall, ReportedThreads, Runtime
 from paddlecls_q.runtime.convert import onnx_model_for
 
 
+def cpu_session_options(threads: int) -> Any:
+    """ONNX Runtime's options for every session we time: `threads` intra-op threads, sequential, all fusions."""
+    import onnxruntime as ort
+
+    session_options = ort.SessionOptions()
+    session_options.intra_op_num_threads = threads
+    session_options.inter_op_num_threads = 1
+    session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session_options.log_severity_level = 3
+    return session_options
+
+
 class OrtRuntime(Runtime):
     backend = "ort"
 
@@ -23,12 +36,7 @@ class OrtRuntime(Runtime):
         except ImportError:
             raise BackendUnavailableError("backend 'ort' needs onnxruntime: pip install onnxruntime") from None
         self.onnx_path = onnx_model_for(files, self.backend, options.cache_dir)
-        session_options = ort.SessionOptions()
-        session_options.intra_op_num_threads = options.threads
-        session_options.inter_op_num_threads = 1
-        session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session_options.log_severity_level = 3
+        session_options = cpu_session_options(options.threads)
         providers = ["CPUExecutionProvider"]
         if options.device == "gpu":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
