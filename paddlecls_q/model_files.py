@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import signal
 import struct
 import threading
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from paddlecls_q.errors import ConfigError, ModelFormatError
+from paddlecls_q.errors import ConfigError, InputError, ModelFormatError
 from paddlecls_q.fsutil import read_bounded
 from paddlecls_q.validation import shorten
 
@@ -27,6 +28,7 @@ ONNX_QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
 QUANT_OP_PREFIXES = ("quantize_linear", "dequantize_linear", "fake_quantize", "fake_channel_wise", "fake_dequantize")
 # Bytes per element of Paddle's VarType codes (BOOL, INT16, INT32, INT64, FP16, FP32, FP64, UINT8, INT8, BF16).
 DTYPE_BYTES = {0: 1, 1: 2, 2: 4, 3: 8, 4: 2, 5: 4, 6: 8, 20: 1, 21: 1, 22: 2}
+MAX_REPORT_BYTES = 16 << 20  # a quantize report is a few kB
 MAX_PROGRAM_BYTES = 256 << 20  # the program only; weights are in the params file, walked without reading
 _DENSE_TENSOR = 7  # VarType code of LOD_TENSOR / DENSE_TENSOR
 _MAX_LOD_LEVELS = 16
@@ -406,3 +408,12 @@ def load_inference_config(files: ModelFiles, yaml_from: ModelFiles | None = None
             f"{files.program} is {list(shape)}"
         )
     return config
+
+
+def read_quantize_report(folder: Path) -> dict[str, Any]:
+    """The `quantize_report.json` that `paddlecls-q quantize` leaves in its output folder ({} if none or unreadable)."""
+    try:
+        report = json.loads(read_bounded(Path(folder) / "quantize_report.json", MAX_REPORT_BYTES, "quantize report"))
+    except (InputError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return {}
+    return report if isinstance(report, dict) and report.get("schema") == "paddlecls-q/quantize-report" else {}

@@ -49,6 +49,7 @@ class EncodingSummary:
     engine: str
     weights: str = "int8"
     cpu_vnni: bool = False
+    full_range_weights: bool = False  # int8 weights on every layer: only CPUs with VNNI run them unsaturated
     activation_encodings: dict[str, int] = field(default_factory=dict)
     int8_weights: int = 0
     reduced_range_weights: int = 0
@@ -436,6 +437,7 @@ def encode(
     summary.fitted_clip_scales = len(fitted)
     mode = "full_range_inputs" if chosen == "int7" and reduce_range == "none" else reduce_range
     summary.reduced_range_weights = _apply_reduce_range(graph, zero_points, fitted, mode)
+    summary.full_range_weights = chosen == "int8" and mode == "none"
     if chosen == "uint8":
         layers = [node for node in graph.graph.node if node.op_type in _QUANTIZED_LAYER_OPS]
         summary.uint8_weights = sum(_uint8_weights(graph, node) for node in layers)

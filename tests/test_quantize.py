@@ -227,6 +227,48 @@ def test_paddle_weights_of_convs_with_signed_input_are_even_without_vnni(
     assert len(even) < sum(op.type in ("conv2d", "depthwise_conv2d") for op in ops)
 
 
+@pytest.mark.slow
+def test_full_range_weights_warn_on_a_cpu_without_vnni(
+    ptq_run: tuple[Path, dict[str, Any]], demo_model: Path, fashion: Path, fashion_image: Path, tmp_path: Path
+) -> None:
+    """A folder quantized for a VNNI CPU (`PTQ.weight_range: full`, what `auto` picks there) warns in one line when
+    an engine loads it on a CPU without VNNI, where its weights saturate or are rounded again; `auto` never warns."""
+    import warnings
+
+    from paddlecls_q.config import RuntimeOptions
+    from paddlecls_q.environment import vnni_flags
+    from paddlecls_q.infer import Classifier
+
+    output = tmp_path / "full"
+    config = write_config(
+        tmp_path,
+        ptq_config(demo_model, fashion / "images" / "train", output, PTQ={"weight_range": "full", "calibration_images": 32}),
+    )
+    result = CliRunner().invoke(app, ["quantize", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    encodings = json.loads((output / "quantize_report.json").read_text())["encodings"]
+    default_folder, default_report = ptq_run
+    for engine in ("paddle", "ort", "openvino"):
+        assert encodings[engine]["full_range_weights"] is True
+        assert default_report["encodings"][engine]["full_range_weights"] is bool(vnni_flags())
+        for folder, expected in ((output, not vnni_flags()), (default_folder, False)):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                Classifier(folder, RuntimeOptions(backend=engine, threads=1)).runtime.close()
+            texts = [str(w.message) for w in caught if "full-range int8 weights" in str(w.message)]
+            assert len(texts) == int(expected), (engine, folder, texts)
+            assert all(f"encodings.{engine}" in text and "PTQ.weight_range: reduced" in text for text in texts)
+    cli = subprocess.run(
+        [sys.executable, "-m", "paddlecls_q", "infer", "--model-dir", str(output), "--image", str(fashion_image), "--backend", "ort"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert cli.returncode == 0, cli.stderr
+    warned = [line for line in cli.stderr.splitlines() if "full-range int8 weights" in line]
+    assert len(warned) == int(not vnni_flags()) and all(line.startswith("warning: ") for line in warned)
+
+
 def test_the_tensorrt_file_quantizes_only_layer_inputs_and_computes_the_same_model(
     ptq_run: tuple[Path, dict[str, Any]], fashion: Path
 ) -> None:

@@ -11,7 +11,6 @@ from paddlecls_q.bench.results import (
     ThreadCheck,
     compare_to_fp32,
     measured_accuracy,
-    read_quantize_report,
     run_warnings,
 )
 from paddlecls_q.bench.settings import (
@@ -28,6 +27,7 @@ from paddlecls_q.bench.settings import (
     resolve_models,
 )
 from paddlecls_q.environment import describe_environment
+from paddlecls_q.model_files import read_quantize_report
 from paddlecls_q.postprocess import top_k, top_k_probabilities
 
 __all__ = [

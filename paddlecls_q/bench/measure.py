@@ -27,12 +27,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from paddlecls_q.bench.results import BenchResult, CellResult, ThreadCheck, compare_to_fp32, measured_accuracy, read_quantize_report, run_warnings
+from paddlecls_q.bench.results import BenchResult, CellResult, ThreadCheck, compare_to_fp32, measured_accuracy, run_warnings
 from paddlecls_q.bench.settings import BenchModels, BenchSettings, not_available_reason
 from paddlecls_q.config import InferenceClsConfig, NormalizeImageOp, RuntimeOptions, validate
 from paddlecls_q.environment import describe_environment, load_average
 from paddlecls_q.errors import BackendUnavailableError, ModelFormatError, PaddleClsQError
-from paddlecls_q.model_files import ModelFiles, load_inference_config
+from paddlecls_q.model_files import ModelFiles, load_inference_config, read_quantize_report
 from paddlecls_q.postprocess import are_probabilities, to_probabilities, top_k_probabilities
 from paddlecls_q.preprocess import FastPreprocessor, ImagePreprocessor, compile_plan, read_image, reference_preprocessor
 from paddlecls_q.preprocess.reference import resized_size

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -199,16 +197,6 @@ class BenchResult:
             k: LatencyStats.from_dict(v) for k, v in (data.get("preprocessing_ms") or {}).items()
         }
         return cls(**values)
-
-def read_quantize_report(folder: Path) -> dict[str, Any]:
-    """The `quantize_report.json` that `paddlecls-q quantize` leaves in its output folder ({} if none)."""
-    path = Path(folder) / "quantize_report.json"
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    return report if isinstance(report, dict) and report.get("schema") == "paddlecls-q/quantize-report" else {}
-
 
 def measured_accuracy(report: dict[str, Any]) -> tuple[dict[str, dict[str, float]], str]:
     """Per-engine FP32 / INT8 top-1 from a quantize report's accuracy check, and what it was measured on."""

@@ -54,6 +54,7 @@ class OnnxPtqSummary:
     activations: str = "uint8 asymmetric per-tensor"
     weights: str = ""
     weight_range_reason: str = ""
+    full_range_weights: bool = False  # int8 weights on every layer: only CPUs with VNNI run them unsaturated
     weight_rounding: str = "nearest"
     quantized_layers: int = 0
     float_layers: list[str] = field(default_factory=list)
@@ -270,6 +271,7 @@ def quantize_onnx(
             return {input_name: images.batch(indices)}
 
     reduce_range, summary.weight_range_reason = reduced_weights(weight_range)
+    summary.full_range_weights = not reduce_range
     summary.weights = "int8 per-channel symmetric" + (", 7-bit range except depthwise convs" if reduce_range else "")
     # Depthwise convs accumulate each tap in int32 (no int16 pair sums to saturate), and 9 weights per channel
     # need every bit: on MobileNetV2 8-bit depthwise weights took ONNX Runtime from -1.78 to -0.56, OpenVINO

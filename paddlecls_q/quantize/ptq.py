@@ -100,6 +100,7 @@ def run_ptq(
         "calibration": ptq.calibration_method,
         "weights": weights,
         "weight_range_reason": reason,
+        "full_range_weights": not regrid,  # oneDNN halves and re-rounds them on a CPU without VNNI
         "even_grid_layers": layers,
     }
 
