@@ -28,6 +28,7 @@ ONNX_QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
 QUANT_OP_PREFIXES = ("quantize_linear", "dequantize_linear", "fake_quantize", "fake_channel_wise", "fake_dequantize")
 # Bytes per element of Paddle's VarType codes (BOOL, INT16, INT32, INT64, FP16, FP32, FP64, UINT8, INT8, BF16).
 DTYPE_BYTES = {0: 1, 1: 2, 2: 4, 3: 8, 4: 2, 5: 4, 6: 8, 20: 1, 21: 1, 22: 2}
+DENSE_OPS = frozenset({"mul", "matmul", "matmul_v2", "fc"})
 MAX_REPORT_BYTES = 16 << 20  # a quantize report is a few kB
 MAX_PROGRAM_BYTES = 256 << 20  # the program only; weights are in the params file, walked without reading
 _DENSE_TENSOR = 7  # VarType code of LOD_TENSOR / DENSE_TENSOR
@@ -48,6 +49,7 @@ class ModelFiles:
     is_quantized: bool
     legacy_format: bool
     input_shape: tuple[int, ...] | None = None  # the first feed's declared NCHW shape (-1: free); None if unknown
+    dense_layers: int | None = None  # mul / matmul / fc ops in a legacy program (1: a CNN's classifier); None if unknown
 
     @property
     def format(self) -> Literal["paddle", "onnx"]:
@@ -241,9 +243,9 @@ def read_params_tensors(params: Path, names: list[str]) -> dict[str, Any] | None
     return stored
 
 
-def _read_legacy_program(program: Path, params: Path) -> tuple[bool, tuple[int, ...] | None]:
+def _read_legacy_program(program: Path, params: Path) -> tuple[bool, tuple[int, ...] | None, int]:
     """Parse a `.pdmodel`, check the params file holds its weights (count, order, shapes); return whether it is
-    quantized and its input's declared shape."""
+    quantized, its input's declared shape and how many dense layers (mul / matmul / fc ops) it has."""
     from google.protobuf.message import DecodeError
 
     framework_pb2 = framework_proto()
@@ -279,7 +281,8 @@ def _read_legacy_program(program: Path, params: Path) -> tuple[bool, tuple[int, 
             f"{params}: truncated params file ({params.stat().st_size} bytes, the model's weights need {weight_bytes})"
         )
     _check_params_match(program, params, weights)
-    return any(op.startswith(QUANT_OP_PREFIXES) for op in op_types), _feed_shape(block)
+    dense = sum(op.type in DENSE_OPS for op in block.ops)
+    return any(op.startswith(QUANT_OP_PREFIXES) for op in op_types), _feed_shape(block), dense
 
 
 def _squeezed(dims: Any) -> list[int]:
@@ -362,9 +365,9 @@ def find_model_files(folder: str | Path, program_name: str | None = None, params
         empty = program if program.stat().st_size == 0 else params
         raise ModelFormatError(f"{empty}: empty file")
     legacy = program.suffix == ".pdmodel"
-    input_shape = None
+    input_shape, dense = None, None
     if legacy:
-        quantized, input_shape = _read_legacy_program(program, params)
+        quantized, input_shape, dense = _read_legacy_program(program, params)
     else:
         text = read_bounded(program, MAX_PROGRAM_BYTES, "model file").decode("utf-8", errors="replace")
         quantized = "quantize_linear" in text
@@ -375,6 +378,7 @@ def find_model_files(folder: str | Path, program_name: str | None = None, params
         is_quantized=quantized,
         legacy_format=legacy,
         input_shape=input_shape,
+        dense_layers=dense,
     )
 
 

@@ -183,6 +183,63 @@ def test_each_engine_gets_its_encoding_and_the_runtime_picks_it_up(ptq_run: tupl
 
 
 @pytest.mark.slow
+def test_paddle_runs_a_cnns_classifier_in_fp32(ptq_run: tuple[Path, dict[str, Any]], fashion: Path, tmp_path: Path) -> None:
+    """oneDNN runs every op type it can in INT8 except a CNN's one dense layer, the classifier (its output is the
+    logits); a model with more dense layers keeps them all in INT8. Our op list is exactly oneDNN's default."""
+    import paddle
+    from paddle import inference
+
+    from paddlecls_q.config import RuntimeOptions
+    from paddlecls_q.datasets import load_dataset
+    from paddlecls_q.infer import Classifier
+    from paddlecls_q.preprocess import read_image
+    from paddlecls_q.runtime.paddle_backend import ONEDNN_DENSE_OPS, ONEDNN_INT8_OPS, onednn_int8_ops
+
+    output, _ = ptq_run
+    files = find_model_files(output)
+    assert files.dense_layers == 1 and onednn_int8_ops(files) == ONEDNN_INT8_OPS - ONEDNN_DENSE_OPS
+    classifier = Classifier(output, RuntimeOptions(backend="paddle", threads=1))
+    assert classifier.runtime.engine_info()["int8_ops"] == "all but the classifier (fc in FP32)"
+    images = [read_image(path) for path, _ in load_dataset(fashion).items[:64]]
+    batch = classifier.preprocess.batch(images)
+
+    def predictor_scores(ops: set[str] | None) -> np.ndarray:
+        config = inference.Config(str(files.program), str(files.params))
+        config.disable_gpu()
+        config.enable_mkldnn()
+        config.set_cpu_math_library_num_threads(1)
+        config.disable_glog_info()
+        config.enable_mkldnn_int8(ops) if ops is not None else config.enable_mkldnn_int8()
+        predictor = inference.create_predictor(config)
+        handle = predictor.get_input_handle(predictor.get_input_names()[0])
+        handle.reshape(batch.shape)
+        handle.copy_from_cpu(batch)
+        predictor.run()
+        return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+
+    ours = classifier.runtime.infer(batch)
+    assert np.array_equal(ours, predictor_scores(set(onednn_int8_ops(files) or ())))
+    assert np.array_equal(predictor_scores(set(ONEDNN_INT8_OPS)), predictor_scores(None))  # the list is complete
+    assert not np.array_equal(ours, predictor_scores(None))  # the fc did change: it no longer runs in INT8
+    classifier.runtime.close()
+
+    paddle.enable_static()
+    try:
+        program, startup = paddle.static.Program(), paddle.static.Program()
+        with paddle.static.program_guard(program, startup):
+            image = paddle.static.data("x", [-1, 3, 8, 8], "float32")
+            hidden = paddle.static.nn.fc(paddle.flatten(image, 1), 16)
+            logits = paddle.static.nn.fc(hidden, 4)
+        executor = paddle.static.Executor(paddle.CPUPlace())
+        executor.run(startup)
+        paddle.static.save_inference_model(str(tmp_path / "two_fc" / "inference"), [image], [logits], executor, program=program)
+    finally:
+        paddle.disable_static()
+    two = find_model_files(tmp_path / "two_fc")
+    assert two.dense_layers == 2 and onednn_int8_ops(two) is None
+
+
+@pytest.mark.slow
 def test_paddle_weights_of_convs_with_signed_input_are_even_without_vnni(
     ptq_run: tuple[Path, dict[str, Any]], demo_model: Path
 ) -> None:
