@@ -209,7 +209,10 @@ def test_paddle_runs_a_cnns_classifier_in_fp32(ptq_run: tuple[Path, dict[str, An
         config.enable_mkldnn()
         config.set_cpu_math_library_num_threads(1)
         config.disable_glog_info()
-        config.enable_mkldnn_int8(ops) if ops is not None else config.enable_mkldnn_int8()
+        if ops is None:
+            config.enable_mkldnn_int8()
+        else:
+            config.enable_mkldnn_int8(ops)
         predictor = inference.create_predictor(config)
         handle = predictor.get_input_handle(predictor.get_input_names()[0])
         handle.reshape(batch.shape)
